@@ -1,0 +1,1 @@
+"""Strict two-way weight bridge between Flax NNX models and diffusers / transformers folders."""

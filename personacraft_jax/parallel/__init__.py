@@ -1,0 +1,1 @@
+"""personacraft_jax.parallel"""
