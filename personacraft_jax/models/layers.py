@@ -60,7 +60,7 @@ class Precision:
 
 def _axes(names: Sequence[str | None]) -> dict[str, Any]:
     # Lazy (non-eager) sharding: the logical names are metadata until the trainer applies mesh rules.
-    return {"sharding_names": tuple(names), "eager_sharding": False}
+    return {"out_sharding": tuple(names), "eager_sharding": False}
 
 
 def linear(

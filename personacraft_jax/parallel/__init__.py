@@ -1,1 +1,1 @@
-"""personacraft_jax.parallel"""
+"""Device meshes and sharding rules (mesh axes `data`, `fsdp`, `tensor`)."""
