@@ -1,1 +1,1 @@
-"""personacraft_jax.data"""
+"""Input pipeline: per-example model inputs from the stored fields, and the grain loader."""
