@@ -1,1 +1,1 @@
-"""personacraft_jax.train"""
+"""Training of SCNet / OBEN: loss, train state, the jit-compiled sharded step, checkpoints, the loop."""
