@@ -2,6 +2,7 @@
 
 Data flow of one step (all inside one `jax.jit`):
   latents ~ N(mean, exp(logvar)) * scaling_factor;  t ~ U{0..T-1};  x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps
+  (the DDPM forward process of `sampling.schedulers`; target eps, or v for v-prediction)
   captions dropped to the empty prompt with the batch's `drop_caption` flags
   residuals = SCNet(x_t, cond_scnet) [+ OBEN(x_t, cond_oben)];  pred = UNet(x_t, residuals)
   loss = mean((pred - target)^2 * (1 + lambda_occ * M_occ)) [* min-SNR weight]
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from personacraft_jax.sampling import schedulers
 from personacraft_jax.train import loss as loss_lib
 
 CONTROL_NETS = ("scnet", "oben")
@@ -83,19 +85,19 @@ def split_networks(modules: Mapping[str, nnx.Module]) -> tuple[Networks, dict[st
     return Networks(graphdefs, rest), params
 
 
-def _noisy_latents(batch, rng, alphas_cumprod, cfg: StepConfig):
+def _noisy_latents(batch, rng, noise_schedule: schedulers.SchedulerConfig, cfg: StepConfig):
     rng_latent, rng_noise, rng_t = jax.random.split(rng, 3)
     mean, logvar = batch["latent_mean"], batch["latent_logvar"]
     latents = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng_latent, mean.shape, mean.dtype)
     latents = latents * cfg.scaling_factor
     noise = jax.random.normal(rng_noise, latents.shape, latents.dtype)
+    alphas_cumprod = jnp.asarray(schedulers.training_alphas_cumprod(noise_schedule))
     t = jax.random.randint(rng_t, (latents.shape[0],), 0, alphas_cumprod.shape[0])
-    alpha = alphas_cumprod[t][:, None, None, None]
-    noisy = jnp.sqrt(alpha) * latents + jnp.sqrt(1.0 - alpha) * noise
+    noisy = schedulers.add_noise(noise_schedule, latents, noise, t)
     if cfg.prediction_type == "epsilon":
         target = noise
     else:
-        target = jnp.sqrt(alpha) * noise - jnp.sqrt(1.0 - alpha) * latents
+        target = schedulers.get_velocity(noise_schedule, latents, noise, t)
     snr = alphas_cumprod[t] / (1.0 - alphas_cumprod[t])
     return noisy, t, target, snr
 
@@ -137,16 +139,15 @@ def make_train_step(
     nets: Networks,
     cfg: StepConfig,
     optimizer: optax.GradientTransformation,
-    alphas_cumprod: jax.Array,
+    noise_schedule: schedulers.SchedulerConfig,
     empty_prompt: Mapping[str, jax.Array],
 ) -> Callable[[TrainState, Mapping[str, nnx.State], Mapping[str, jax.Array]], tuple[TrainState, dict]]:
     """Returns step(state, frozen_params, batch) -> (new_state, metrics); jit it with `jit_train_step`."""
     scales = dict(cfg.conditioning_scales)
-    alphas_cumprod = jnp.asarray(alphas_cumprod, jnp.float32)
 
     def step(state: TrainState, frozen: Mapping[str, nnx.State], batch: Mapping[str, jax.Array]):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        noisy, t, target, snr = _noisy_latents(batch, rng, alphas_cumprod, cfg)
+        noisy, t, target, snr = _noisy_latents(batch, rng, noise_schedule, cfg)
         prompt, pooled = _text_inputs(batch, empty_prompt)
 
         def loss_fn(trainable):

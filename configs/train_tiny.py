@@ -1,0 +1,69 @@
+"""Train the tiny SCNet (and optionally OBEN) on CPU-sized synthetic data.
+
+    python -m launch.train --config=configs/train_tiny.py --workdir=/tmp/pc_train \
+        --config.data.data_dir=/tmp/pc_synth --config.train.num_steps=50
+
+The UNet is a randomly initialised tiny SDXL-shaped UNet (`model.unet_preset='tiny'`), frozen; SCNet is
+`ControlNetModel.from_unet` with 4 conditioning channels. Stage two (OBEN with SCNet frozen):
+`--config.train.trainable=oben --config.model.scnet_folder=<exported SCNet>` (see launch/export.py).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding_rules = config_dict.placeholder(dict)  # None = parallel.sharding.DEFAULT_RULES
+
+    c.model = ml_collections.ConfigDict()
+    c.model.sdxl_folder = config_dict.placeholder(str)  # diffusers SDXL folder; None = random `unet_preset`
+    c.model.unet_preset = "tiny"
+    c.model.scnet_folder = config_dict.placeholder(str)  # start SCNet from an exported ControlNet folder
+    c.model.oben_folder = config_dict.placeholder(str)
+    c.model.scnet_conditioning_channels = 4  # depth + normal
+    c.model.oben_conditioning_channels = 2  # depth edges + occlusion
+    c.model.use_oben = False  # add OBEN's residuals even when it is frozen
+    c.model.dtype = "float32"  # compute dtype
+    c.model.frozen_param_dtype = "float32"
+    c.model.attention = "xla"
+    c.model.remat = "none"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.data_dir = config_dict.placeholder(str)
+    c.data.split = "train"
+    c.data.batch_size = 8  # global
+    c.data.worker_count = 0
+    c.data.caption_dropout = 0.1
+    c.data.edge_radius = 1
+    c.data.occlusion_radius = 0
+    c.data.latent_factor = 8
+
+    c.train = ml_collections.ConfigDict()
+    c.train.trainable = ("scnet",)
+    c.train.num_steps = 200
+    c.train.learning_rate = 1e-4
+    c.train.end_lr = 1e-6
+    c.train.warmup_steps = 10
+    c.train.schedule = "cosine"
+    c.train.weight_decay = 1e-2
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.eps = 1e-8
+    c.train.grad_clip_norm = 1.0
+    c.train.lambda_occ = 0.0  # occlusion-focused weight: 1 + lambda_occ * M_occ
+    c.train.min_snr_gamma = config_dict.placeholder(float)
+    c.train.prediction_type = "epsilon"
+    c.train.nan_policy = "skip"
+    c.train.scaling_factor = 0.13025  # SDXL VAE
+    c.train.scnet_scale = 1.0
+    c.train.oben_scale = 1.0
+    c.train.noise_schedule = ml_collections.ConfigDict(
+        {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+    )
+
+    c.checkpoint = ml_collections.ConfigDict({"every_steps": 100, "keep": 3, "async_save": True})
+    c.log = ml_collections.ConfigDict({"every_steps": 10})
+    return c

@@ -1,0 +1,74 @@
+"""Building the UNet, SCNet and OBEN for training from the `model` config section.
+
+- UNet: from `model.sdxl_folder`/unet (a diffusers SDXL folder) or, without a folder, a randomly
+  initialised `model.unet_preset` (the tiny demo / tests).
+- SCNet / OBEN: from an exported diffusers ControlNet folder (`model.scnet_folder` / `model.oben_folder`)
+  or `ControlNetModel.from_unet` with `scnet_conditioning_channels` (default 4 = depth + normal) /
+  `oben_conditioning_channels` (default 2 = depth edges + occlusion). *(our design)* OBEN has SCNet's
+  architecture; it is "lighter" only in its input (2 channels of boundary maps) and its training signal.
+
+Frozen networks store parameters in `model.frozen_param_dtype` (bf16 on accelerators); trainable ones in
+fp32 (master weights); all compute in `model.dtype`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+
+from personacraft_jax.convert.pretrained import load_pretrained
+from personacraft_jax.models import unet as unet_lib
+from personacraft_jax.models.controlnet import ControlNetModel
+from personacraft_jax.models.layers import Precision
+from personacraft_jax.models.unet import UNet2DConditionModel, UNetConfig
+
+
+def _precision(model_cfg: Any, trainable: bool) -> Precision:
+    return Precision(
+        dtype=jnp.dtype(model_cfg.dtype),
+        param_dtype=jnp.float32 if trainable else jnp.dtype(model_cfg.frozen_param_dtype),
+        attention=model_cfg.attention,
+        remat=model_cfg.remat,
+    )
+
+
+def _require_dir(path: str, field: str) -> str:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"config {field}={path!r}: no such directory")
+    return path
+
+
+def build_unet(model_cfg: Any, seed: int) -> UNet2DConditionModel:
+    precision = _precision(model_cfg, trainable=False)
+    if model_cfg.sdxl_folder:
+        folder = _require_dir(os.path.join(model_cfg.sdxl_folder, "unet"), "model.sdxl_folder (its unet/)")
+        return load_pretrained(UNet2DConditionModel, folder, precision)
+    config = UNetConfig.from_diffusers(unet_lib.preset(model_cfg.unet_preset))
+    return UNet2DConditionModel(config, precision, rngs=nnx.Rngs(seed))
+
+
+def build_controlnet(
+    model_cfg: Any, name: str, unet: UNet2DConditionModel, trainable: bool, seed: int
+) -> ControlNetModel:
+    precision = _precision(model_cfg, trainable)
+    folder = model_cfg.get(f"{name}_folder")
+    if folder:
+        return load_pretrained(ControlNetModel, _require_dir(folder, f"model.{name}_folder"), precision)
+    return ControlNetModel.from_unet(
+        unet,
+        conditioning_channels=model_cfg[f"{name}_conditioning_channels"],
+        precision=precision,
+        rngs=nnx.Rngs(seed),
+    )
+
+
+def build_networks(model_cfg: Any, trainable: tuple[str, ...], use_oben: bool, seed: int) -> dict[str, nnx.Module]:
+    """{'unet', 'scnet'[, 'oben']} ready for `train.step.split_networks`."""
+    unet = build_unet(model_cfg, seed)
+    nets = {"unet": unet, "scnet": build_controlnet(model_cfg, "scnet", unet, "scnet" in trainable, seed + 1)}
+    if use_oben:
+        nets["oben"] = build_controlnet(model_cfg, "oben", unet, "oben" in trainable, seed + 2)
+    return nets

@@ -1,0 +1,239 @@
+"""The training loop: mesh, networks, sharded state, data, the jitted step, checkpoints and metrics.
+
+One `Trainer` = one run in `workdir` (`checkpoints/`, `tensorboard/`). If `workdir` has a checkpoint the
+run resumes from it (parameters, optimizer, step, RNG, data-iterator position) into this run's mesh; a
+checkpoint that cannot be restored is an error, never a fresh start. SIGTERM (preemption) saves a
+checkpoint at the next step boundary and returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from personacraft_jax.data import loader as loader_lib
+from personacraft_jax.parallel import mesh as mesh_lib
+from personacraft_jax.parallel import sharding as sharding_lib
+from personacraft_jax.sampling import schedulers
+from personacraft_jax.train import checkpoint as checkpoint_lib
+from personacraft_jax.train import networks as networks_lib
+from personacraft_jax.train import optimizer as optimizer_lib
+from personacraft_jax.train import state as state_lib
+from personacraft_jax.train import step as step_lib
+from personacraft_jax.train.metrics_writer import MetricsWriter
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised under `train.nan_policy='stop'` when a step's loss or gradients are not finite."""
+
+
+def step_config(cfg: Any, use_oben: bool) -> step_lib.StepConfig:
+    """StepConfig from the `train` section (validates trainable names and policies)."""
+    scales = (("scnet", float(cfg.scnet_scale)), ("oben", float(cfg.oben_scale)))
+    return step_lib.StepConfig(
+        trainable=tuple(cfg.trainable),
+        lambda_occ=float(cfg.lambda_occ),
+        min_snr_gamma=cfg.min_snr_gamma,
+        prediction_type=cfg.prediction_type,
+        nan_policy=cfg.nan_policy,
+        scaling_factor=float(cfg.scaling_factor),
+        conditioning_scales=scales if use_oben else scales[:1],
+    )
+
+
+def uses_oben(cfg: Any) -> bool:
+    return bool(cfg.model.use_oben) or "oben" in cfg.train.trainable
+
+
+@dataclasses.dataclass
+class _Stop:
+    requested: bool = False
+
+    def __call__(self, signum, frame) -> None:
+        logging.warning("received signal %d: saving a checkpoint at the next step boundary", signum)
+        self.requested = True
+
+
+class Trainer:
+    """Builds everything a run needs from the config; `train()` runs the loop."""
+
+    def __init__(
+        self,
+        config: Any,
+        workdir: str | os.PathLike,
+        *,
+        source: Any,
+        empty_prompt: Mapping[str, np.ndarray] | None,
+        devices: list[jax.Device] | None = None,
+    ):
+        self.config = config
+        self.workdir = os.fspath(workdir)
+        self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
+        self.rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
+        global_batch = int(config.data.batch_size)
+        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        if global_batch % shards:
+            raise ValueError(f"config data.batch_size={global_batch} is not divisible by data x fsdp = {shards}")
+        use_oben = uses_oben(config)
+        self.step_cfg = step_config(config.train, use_oben)
+        if config.data.caption_dropout > 0 and empty_prompt is None:
+            raise ValueError(
+                "config data.caption_dropout > 0 needs the empty prompt's embeddings (the data set's "
+                "empty_prompt.npz, written by launch.prep with SDXL encodings)"
+            )
+        empty_prompt = empty_prompt or {"prompt_embeds": np.zeros((1, 1)), "pooled_prompt_embeds": np.zeros((1,))}
+
+        modules = networks_lib.build_networks(config.model, self.step_cfg.trainable, use_oben, int(config.seed))
+        self.nets, params = step_lib.split_networks(modules)
+        del modules
+        trainable = {name: params.pop(name) for name in self.step_cfg.trainable}
+        self.optimizer = optimizer_lib.make_optimizer(config.train)
+        self.lr_schedule = optimizer_lib.learning_rate_schedule(config.train)
+
+        abstract = jax.eval_shape(lambda p: state_lib.init_train_state(p, self.optimizer, 0), trainable)
+        self.state_shardings = state_lib.train_state_shardings(abstract, self.optimizer, self.mesh, self.rules)
+        self.frozen_shardings = state_lib.params_shardings(params, self.mesh, self.rules)
+        self.frozen = jax.device_put(params, self.frozen_shardings)
+
+        self.checkpointer = checkpoint_lib.Checkpointer(
+            os.path.join(self.workdir, "checkpoints"),
+            keep=int(config.checkpoint.keep),
+            async_save=bool(config.checkpoint.async_save),
+        )
+        self.loader = loader_lib.make_loader(
+            source,
+            global_batch_size=global_batch,
+            seed=int(config.seed),
+            options=loader_lib.InputOptions(
+                caption_dropout=float(config.data.caption_dropout),
+                edge_radius=int(config.data.edge_radius),
+                occlusion_radius=int(config.data.occlusion_radius),
+                latent_factor=int(config.data.latent_factor),
+            ),
+            worker_count=int(config.data.worker_count),
+        )
+        self.iterator = iter(self.loader)
+        if self.checkpointer.latest_step() is not None:
+            target = checkpoint_lib.abstract_with_shardings(abstract, self.state_shardings)
+            self.state, data_state = self.checkpointer.restore(None, target)
+            self.iterator.set_state(data_state[f"process_{jax.process_index()}"].encode())
+            logging.info("resumed from %s at step %d", self.checkpointer.directory, int(self.state.step))
+        else:
+            init = jax.jit(
+                lambda p: state_lib.init_train_state(p, self.optimizer, int(config.seed)),
+                out_shardings=self.state_shardings,
+            )
+            self.state = init(trainable)
+        del trainable
+
+        schedule = schedulers.SchedulerConfig(**dict(config.train.noise_schedule))
+        step_fn = step_lib.make_train_step(
+            self.nets,
+            self.step_cfg,
+            self.optimizer,
+            schedule,
+            {k: jnp.asarray(v, jnp.float32) for k, v in empty_prompt.items()},
+        )
+        self._step_fn = step_fn
+        self._jitted = None  # compiled on the first batch, when the batch shapes are known
+        self.flops_per_step: float | None = None
+
+    # ------------------------------------------------------------------------------------------------
+    def _compile(self, batch: Mapping[str, jax.Array]) -> None:
+        batch_shardings = {k: v.sharding for k, v in batch.items()}
+        jitted = jax.jit(
+            self._step_fn,
+            in_shardings=(self.state_shardings, self.frozen_shardings, batch_shardings),
+            out_shardings=(self.state_shardings, None),
+            donate_argnums=(0,),
+        )
+        start = time.perf_counter()
+        self._jitted = jitted.lower(self.state, self.frozen, batch).compile()
+        logging.info("compiled the train step in %.1f s", time.perf_counter() - start)
+        cost = self._jitted.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        self.flops_per_step = float(cost.get("flops", 0.0)) if cost else None
+
+    def next_batch(self) -> dict[str, jax.Array]:
+        return loader_lib.global_batch(next(self.iterator), self.mesh, self.rules)
+
+    def save(self) -> None:
+        data_state = {f"process_{jax.process_index()}": self.iterator.get_state().decode()}
+        self.checkpointer.save(int(self.state.step), self.state, data_state)
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def train(self, num_steps: int | None = None, *, writer: MetricsWriter | None = None) -> list[dict[str, float]]:
+        """Runs until `train.num_steps` (or `num_steps` more steps); returns the per-step metrics."""
+        cfg = self.config
+        end = int(cfg.train.num_steps) if num_steps is None else self.step + num_steps
+        stop = _Stop()
+        previous = signal.signal(signal.SIGTERM, stop) if _is_main_thread() else None
+        history: list[dict[str, float]] = []
+        try:
+            while self.step < end:
+                batch = self.next_batch()
+                if self._jitted is None:
+                    self._compile(batch)
+                start = time.perf_counter()
+                self.state, metrics = self._jitted(self.state, self.frozen, batch)
+                metrics = jax.device_get(metrics)
+                elapsed = time.perf_counter() - start
+                step = self.step
+                record = {k: float(v) for k, v in metrics.items()}
+                record.update(step=step, learning_rate=float(self.lr_schedule(step - 1)), step_time=elapsed)
+                record["examples_per_second"] = cfg.data.batch_size / elapsed
+                if self.flops_per_step:
+                    record["tflops_per_device"] = self.flops_per_step / elapsed / 1e12 / self.mesh.size
+                history.append(record)
+                self._check_finite(record)
+                if writer is not None:
+                    writer.write_scalars(step, record)
+                if step % int(cfg.checkpoint.every_steps) == 0 or step == end:
+                    self.save()
+                if _any_process(stop.requested):
+                    self.save()
+                    logging.warning("stopped at step %d on request; checkpoint saved", step)
+                    break
+        finally:
+            self.checkpointer.wait()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return history
+
+    def _check_finite(self, record: Mapping[str, float]) -> None:
+        if record["finite"]:
+            return
+        bad = [k for k in ("loss", *(k for k in record if k.startswith("grad_norm/"))) if not np.isfinite(record[k])]
+        message = f"step {int(record['step'])}: non-finite {', '.join(bad) or 'values'}"
+        if self.step_cfg.nan_policy == "stop":
+            raise NonFiniteError(message)
+        logging.warning("%s; the update was skipped", message)
+
+    def close(self) -> None:
+        self.checkpointer.close()
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _any_process(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
