@@ -1,1 +1,1 @@
-"""personacraft_jax.body"""
+"""personacraft_jax.body: body-shape control on SMPL-X betas (pure numpy, see shape_control)."""
