@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint fmt demo clean-venv
+.PHONY: venv test lint fmt tpu-venv clean-venv
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# libtpu in a separate environment: describes TPU slices for launch.aot_compile on a CPU machine.
+tpu-venv: requirements.txt setup.py
+	test -x .venv-tpu/bin/python || $(PYTHON) -m venv .venv-tpu
+	.venv-tpu/bin/python -m pip install -q -r requirements.txt "jax[tpu]==0.10.2"
+	.venv-tpu/bin/python -m pip install -q --no-deps -e .
 
 clean-venv:
 	rm -rf $(VENV)

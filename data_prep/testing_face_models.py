@@ -19,6 +19,7 @@ loads them as the real thing:
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import numpy as np
@@ -112,7 +113,11 @@ def detection_model(seed: int = 0, gain: float = 40.0, offset: float = 20.0) -> 
         pooled = f"pool{stride}"
         nodes.append(
             helper.make_node(
-                "AveragePool", ["input.1"], [pooled], name=f"avgpool{stride}", kernel_shape=[stride, stride],
+                "AveragePool",
+                ["input.1"],
+                [pooled],
+                name=f"avgpool{stride}",
+                kernel_shape=[stride, stride],
                 strides=[stride, stride],
             )
         )
@@ -155,7 +160,11 @@ def write_antelope_like_pack(root: str | pathlib.Path, seed: int = 0, detector: 
     root = pathlib.Path(root)
     pack = root / "models" / PACK_NAME
     pack.mkdir(parents=True, exist_ok=True)
-    onnx.save(recognition_model(seed), str(pack / RECOGNITION_FILE))
+    models = {RECOGNITION_FILE: recognition_model(seed)}
     if detector:
-        onnx.save(detection_model(seed), str(pack / DETECTION_FILE))
+        models[DETECTION_FILE] = detection_model(seed)
+    for name, model in models.items():  # temp file + rename: a killed write leaves no truncated model
+        tmp = pack / f".{name}.tmp-{os.getpid()}"
+        onnx.save(model, str(tmp))
+        os.replace(tmp, pack / name)
     return root

@@ -1,0 +1,268 @@
+"""The PersonaCraft scenes dataset: a TFDS ArrayRecord builder, its report, and a random-access reader.
+
+Layout: `data_dir/personacraft_scenes/<version>/` holds the ArrayRecord shards, `dataset_info.json`,
+`features.json`, `metadata.json` (the prep counts) and, written last, `prep_report.json`. One data_dir holds
+one dataset (synthetic or real; with or without SDXL encodings).
+
+Variable number of people: per-person fields are Tensor features with a leading `None` axis (N = this
+image's people); the loader pads them to the configured maximum and builds the validity mask. Multi-axis
+arrays (maps, masks, SDXL inputs) are zlib-compressed raw bytes (TFDS `encoding='zlib'`), decoded with numpy;
+no TensorFlow is needed for writing or reading.
+
+Incompleteness: TFDS generates into a sibling `incomplete.XXXXXX_<version>/` folder and renames it to
+`<version>/` only after every shard and `dataset_info.json` are written; an exception or Ctrl-C deletes that
+folder, a hard kill leaves it behind under a name no reader looks at (`build_dataset` removes such leftovers
+before building). So a `<version>/` folder exists only for a complete dataset. The prep counts are stored
+inside it (`metadata.json`) before the rename; `prep_report.json` is derived from them and written atomically
+(temp file + rename) afterwards, and re-created by a re-run if a crash came between the two.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_prep.examples import SkipExample
+
+NAME = "personacraft_scenes"
+REPORT_FILE = "prep_report.json"
+MAX_LISTED_SKIPS = 1000  # skipped examples listed by id in the report (all are counted)
+SDXL_FIELDS = ("latent_mean", "latent_logvar", "prompt_embeds", "pooled_prompt_embeds")
+
+
+def features(include_sdxl: bool) -> tfds.features.FeaturesDict:
+    """The feature spec (see `data_prep.examples` for meanings and units)."""
+    zlib = tfds.features.Encoding.ZLIB
+    per_person = lambda *shape: tfds.features.Tensor(shape=(None, *shape), dtype=np.float32)
+    spec: dict[str, Any] = {
+        "image_id": tfds.features.Text(),
+        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+        "caption": tfds.features.Text(),
+        "depth": tfds.features.Tensor(shape=(None, None), dtype=np.float16, encoding=zlib),
+        "normal": tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8, encoding=zlib),
+        "instance": tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding=zlib),
+        "amodal": tfds.features.Tensor(shape=(None, None, None), dtype=np.uint8, encoding=zlib),
+        "occlusion": tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding=zlib),
+        "depth_edges": tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding=zlib),
+        "face_kps": per_person(5, 2),
+        "face_visible": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
+        "num_people": tfds.features.Tensor(shape=(), dtype=np.int32),
+        "betas": per_person(10),
+        "expression": per_person(10),
+        "pose": per_person(53, 3),
+        "transl": per_person(3),
+        "K": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+        "face_embedding": per_person(512),
+        "original_size": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+        "crop_top_left": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+    }
+    if include_sdxl:
+        spec.update(
+            latent_mean=tfds.features.Tensor(shape=(None, None, None), dtype=np.float32, encoding=zlib),
+            latent_logvar=tfds.features.Tensor(shape=(None, None, None), dtype=np.float32, encoding=zlib),
+            prompt_embeds=tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding=zlib),
+            pooled_prompt_embeds=tfds.features.Tensor(shape=(None,), dtype=np.float32),
+        )
+    return tfds.features.FeaturesDict(spec)
+
+
+@dataclasses.dataclass
+class PrepStats:
+    """Counts gathered while generating: written / skipped examples, faces and why some are not visible."""
+
+    written: int = 0
+    people: int = 0
+    faces_visible: int = 0
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    faces_not_visible: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    skipped_examples: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "written": self.written,
+            "skipped": sum(self.skipped.values()),
+            "skip_reasons": dict(sorted(self.skipped.items())),
+            "people": self.people,
+            "faces_visible": self.faces_visible,
+            "faces_not_visible": sum(self.faces_not_visible.values()),
+            "face_not_visible_reasons": dict(sorted(self.faces_not_visible.items())),
+            "skipped_examples": self.skipped_examples,  # [id, reason, detail], the first MAX_LISTED_SKIPS
+        }
+
+
+# One scene to prepare: (image_id, make) where make() returns (example dict, per-person face reasons) or
+# raises SkipExample.
+SceneJob = tuple[str, Callable[[], tuple[dict[str, Any], list[str | None]]]]
+
+
+class PersonaCraftScenes(tfds.core.GeneratorBasedBuilder):
+    """Multi-person images with rendered SMPL-X conditioning, fits, face embeddings (and SDXL inputs)."""
+
+    name = NAME
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {  # noqa: RUF012  (TFDS class attribute)
+        "1.0.0": "Initial release: DESIGN section 5 schema, variable N people, optional SDXL encodings.",
+    }
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> None:
+        """No code path: nothing is downloaded, so there is no checksums file to find next to the code.
+
+        (TFDS 4.9.10 would otherwise import the `importlib_resources` backport to locate it.)
+        """
+        return None
+
+    def __init__(
+        self,
+        *,
+        jobs: Iterable[SceneJob] | None = None,
+        include_sdxl: bool = False,
+        stats: PrepStats | None = None,
+        progress: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ):
+        self._jobs = jobs
+        self._include_sdxl = include_sdxl
+        self.stats = stats if stats is not None else PrepStats()
+        self._progress = progress
+        super().__init__(file_format="array_record", **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=features(self._include_sdxl),
+            metadata=tfds.core.MetadataDict(),
+            disable_shuffling=True,  # keep source order; the training loader shuffles
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+        if self._jobs is None:
+            raise ValueError("PersonaCraftScenes was built for reading: pass jobs=... to generate")
+        return {"train": self._generate_examples(self._jobs)}
+
+    def _generate_examples(self, jobs: Iterable[SceneJob]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for image_id, make in jobs:
+            try:
+                example, reasons = make()
+            except SkipExample as skip:
+                self.stats.skipped[skip.reason] += 1
+                if len(self.stats.skipped_examples) < MAX_LISTED_SKIPS:
+                    self.stats.skipped_examples.append([image_id, skip.reason, skip.detail])
+            else:
+                self.stats.written += 1
+                self.stats.people += len(reasons)
+                for reason in reasons:
+                    if reason is None:
+                        self.stats.faces_visible += 1
+                    else:
+                        self.stats.faces_not_visible[reason] += 1
+                yield image_id, example
+            if self._progress is not None:
+                self._progress()
+        # Stored in metadata.json inside the folder that is renamed into place when the build completes.
+        self.info.metadata["prep_stats"] = self.stats.to_dict()
+
+
+def version_dir(data_dir: str | os.PathLike) -> pathlib.Path:
+    return pathlib.Path(data_dir) / NAME / str(PersonaCraftScenes.VERSION)
+
+
+def is_complete(data_dir: str | os.PathLike) -> bool:
+    """Whether a finished dataset (renamed into place, with its info) exists in `data_dir`."""
+    return (version_dir(data_dir) / "dataset_info.json").is_file()
+
+
+def _write_json_atomically(path: pathlib.Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def remove_leftovers(data_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """Delete `incomplete.*` folders left by killed builds (never run two builds on one data_dir)."""
+    parent = pathlib.Path(data_dir) / NAME
+    removed = sorted(parent.glob(f"incomplete.*_{PersonaCraftScenes.VERSION}")) if parent.is_dir() else []
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
+def build_dataset(
+    data_dir: str | os.PathLike,
+    jobs: Iterable[SceneJob],
+    *,
+    include_sdxl: bool,
+    progress: Callable[[], None] | None = None,
+    extra_report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Generate the dataset into `data_dir` (unless complete already) and write its report last; returns it.
+
+    A complete dataset is reused as is (its report is re-created from its metadata if missing); delete its
+    folder to rebuild.
+    """
+    data_dir = pathlib.Path(data_dir)
+    if not is_complete(data_dir):
+        remove_leftovers(data_dir)
+    builder = PersonaCraftScenes(data_dir=str(data_dir), jobs=jobs, include_sdxl=include_sdxl, progress=progress)
+    reused = is_complete(data_dir)
+    with tempfile.TemporaryDirectory(prefix="personacraft_prep_") as download_dir:  # nothing is downloaded
+        builder.download_and_prepare(download_dir=download_dir)
+    info = tfds.builder_from_directory(str(version_dir(data_dir))).info
+    report = {
+        "dataset": NAME,
+        "version": str(PersonaCraftScenes.VERSION),
+        "data_dir": str(version_dir(data_dir)),
+        "reused_existing": reused,
+        "splits": {name: split.num_examples for name, split in info.splits.items()},
+        **dict(info.metadata.get("prep_stats", {})),
+        **(extra_report or {}),
+    }
+    _write_json_atomically(version_dir(data_dir) / REPORT_FILE, report)
+    return report
+
+
+class SceneSource:
+    """Random-access source (`len`, `[i]`) of numpy example dicts, usable by grain.
+
+    `image` is decoded to RGB uint8 (H, W, 3), `image_id` and `caption` to str, `num_people` to int;
+    other fields are as in `data_prep.examples`.
+    """
+
+    _TEXT = ("image_id", "caption")
+
+    def __init__(self, source: Any):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = dict(self._source[index])
+        for key in self._TEXT:
+            value = example[key]
+            example[key] = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        example["num_people"] = int(example["num_people"])
+        return example
+
+    def __repr__(self) -> str:
+        return f"SceneSource({self._source!r})"
+
+
+def open_split(data_dir: str | os.PathLike, split: str = "train") -> SceneSource:
+    """The `split` of the complete dataset in `data_dir`; raises FileNotFoundError if there is none."""
+    path = version_dir(data_dir)
+    if not is_complete(data_dir):
+        raise FileNotFoundError(f"no complete {NAME} dataset at {path} (was its preparation interrupted?)")
+    return SceneSource(tfds.builder_from_directory(str(path)).as_data_source(split=split))

@@ -1,0 +1,269 @@
+"""The TFDS ArrayRecord dataset: schema, round trip, bad-input skipping with reasons, interrupted builds.
+
+A small fake body model / renderer stands in for SMPL-X + pyrender (tested elsewhere): it puts each person's
+face keypoints around the projection of `transl`, so placing a person off-screen moves the face out of frame.
+"""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from data_prep import dataset, examples, sources
+from data_prep.faces import FaceEmbedder
+from data_prep.fits import PersonFit, SceneFit, multihmr_intrinsics, save_scene_fit
+from data_prep.pipeline import ExampleFactory
+from data_prep.sdxl_encoders import SDXLTextEncoder, SDXLVaeEncoder
+from tests.fixtures_faces import face_model_root  # noqa: F401  (pytest fixture)
+from tests.fixtures_sdxl import tiny_sdxl_dir  # noqa: F401  (pytest fixture)
+
+W, H = 64, 48
+TEMPLATE = np.array([[-6, -4], [6, -4], [0, 0], [-5, 6], [5, 6]], np.float32)
+
+
+class FakeBody:
+    faces = np.zeros((1, 3), np.int64)
+
+    def posed(self, person):
+        return np.tile(person.transl, (4, 1)), np.tile(person.transl, (127, 1))
+
+
+class FakeRenderer:
+    def __init__(self, width, height):
+        self.width, self.height = width, height
+
+    def render(self, meshes, K, joints):
+        n, h, w = len(meshes), self.height, self.width
+        rng = np.random.default_rng(int(abs(K[0, 2])) + n)
+        centres = [(K @ j[0])[:2] / j[0][2] for j in joints]
+        amodal = rng.integers(0, 2, (n, h, w), dtype=np.uint8)
+        return {
+            "depth": rng.uniform(1, 5, (h, w)).astype(np.float16),
+            "normal": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+            "instance": rng.integers(0, n + 1, (h, w), dtype=np.uint8),
+            "amodal": amodal,
+            "occlusion": (amodal.sum(0) > 1).astype(np.uint8),
+            "depth_edges": rng.integers(0, 2, (h, w), dtype=np.uint8),
+            "face_kps": np.stack([TEMPLATE + c for c in centres]).astype(np.float32),
+            "face_visible": np.array([i != 2 for i in range(n)]),  # the third person's face is "hidden"
+        }
+
+
+def _fit(xs, width=W, height=H, seed=0):
+    rng = np.random.default_rng(seed)
+    people = tuple(
+        PersonFit(rng.normal(size=10), rng.normal(size=10), rng.normal(size=(53, 3)) * 0.1, np.array([x, 0.0, 3.0]))
+        for x in xs
+    )
+    return SceneFit(people, multihmr_intrinsics(width, height), width, height)
+
+
+def _image(seed):
+    return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def _raw(image_id, fit, seed):
+    image = _image(seed)
+    return sources.RawScene(
+        image_id, lambda: sources.SceneInputs(image, sources.encode_png(image), fit, f"caption {image_id}")
+    )
+
+
+@pytest.fixture()
+def factory(face_model_root):  # noqa: F811
+    return ExampleFactory(
+        body=FakeBody(), make_renderer=FakeRenderer, max_people=3, face_embedder=FaceEmbedder(face_model_root)
+    )
+
+
+@pytest.mark.parametrize("with_sdxl", [False, True])
+def test_round_trip(tmp_path, factory, with_sdxl, tiny_sdxl_dir):  # noqa: F811
+    if with_sdxl:
+        factory = ExampleFactory(
+            body=FakeBody(),
+            make_renderer=FakeRenderer,
+            max_people=3,
+            face_embedder=factory.face_embedder,
+            text_encoder=SDXLTextEncoder(tiny_sdxl_dir),
+            vae_encoder=SDXLVaeEncoder(tiny_sdxl_dir),
+        )
+    raws = [_raw("a", _fit([0.0]), 1), _raw("b", _fit([-0.5, 0.5], seed=2), 2), _raw("c", _fit([-0.5, 0, 0.5]), 3)]
+    report = dataset.build_dataset(tmp_path, [factory.job(r) for r in raws], include_sdxl=with_sdxl)
+    assert report["written"] == 3 and report["skipped"] == 0 and report["splits"] == {"train": 3}
+    assert report["face_not_visible_reasons"] == {"hidden": 1}
+
+    source = dataset.open_split(tmp_path, "train")
+    assert len(source) == 3
+    for i, raw in enumerate(raws):
+        expected, _ = factory(raw)
+        got = source[i]
+        assert set(got) == set(expected)
+        assert set(got) == set(dataset.features(with_sdxl).keys())
+        assert got["image_id"] == raw.image_id and got["caption"] == f"caption {raw.image_id}"
+        np.testing.assert_array_equal(got["image"], _image(i + 1))
+        for key, value in expected.items():
+            if isinstance(value, np.ndarray):
+                assert got[key].dtype == value.dtype, key
+                np.testing.assert_array_equal(got[key], value, err_msg=key)
+        n = got["num_people"]
+        assert got["pose"].shape == (n, 53, 3) and got["face_embedding"].shape == (n, 512)
+        # A visible face's stored embedding is the embedding of the stored image at the stored keypoints.
+        np.testing.assert_allclose(
+            got["face_embedding"][0], factory.face_embedder.embed_face(got["image"], got["face_kps"][0]), rtol=1e-5
+        )
+    assert not source[2]["face_visible"][2] and not source[2]["face_embedding"][2].any()
+    if with_sdxl:
+        got = source[1]
+        assert got["latent_mean"].shape == got["latent_logvar"].shape == (4, H // 8, W // 8)
+        assert got["prompt_embeds"].shape == (77, 16 + 24) and got["pooled_prompt_embeds"].shape == (12,)
+        embeds, _ = factory.text_encoder.encode(["caption b"])
+        np.testing.assert_array_equal(got["prompt_embeds"], embeds[0])
+        np.testing.assert_array_equal(got["latent_mean"], factory.vae_encoder.encode(_image(2))[0])
+
+
+def _write_fit_file(path: pathlib.Path, arrays: dict) -> None:
+    np.savez(path, **arrays)
+
+
+def test_bad_inputs_are_skipped_with_reasons(tmp_path, factory):
+    images, fits = tmp_path / "images", tmp_path / "fits"
+    images.mkdir()
+    fits.mkdir()
+    good = _fit([0.0, 0.4])
+    stems = ["good", "no_fit", "malformed", "unreadable", "zero", "nan", "shape", "offscreen", "no_caption", "crowd"]
+    for i, stem in enumerate(stems):
+        (images / f"{stem}.png").write_bytes(sources.encode_png(_image(i)))
+    (images / "unreadable.png").write_bytes(b"not an image")
+    (images / "notes.txt").write_text("ignored: not an image suffix")
+    arrays = {
+        "K": good.K,
+        "image_size": np.array([W, H]),
+        "betas": np.zeros((2, 10)),
+        "expression": np.zeros((2, 10)),
+        "rotvec": np.zeros((2, 53, 3)),
+        "transl": np.array([[0, 0, 3.0], [0.4, 0, 3.0]]),
+    }
+    for stem in ("good", "unreadable", "no_caption"):
+        save_scene_fit(fits / f"{stem}.npz", good)
+    (fits / "malformed.json").write_text('{"K": [[1, 0')
+    _write_fit_file(
+        fits / "zero.npz", {**arrays, **{k: arrays[k][:0] for k in ("betas", "expression", "rotvec", "transl")}}
+    )
+    _write_fit_file(fits / "nan.npz", {**arrays, "betas": np.full((2, 10), np.nan)})
+    _write_fit_file(fits / "shape.npz", {**arrays, "rotvec": np.zeros((2, 52, 3))})
+    save_scene_fit(fits / "offscreen.npz", _fit([0.0, 5.0]))  # second person far right: face out of frame
+    save_scene_fit(fits / "crowd.npz", _fit([-1, -0.5, 0, 0.5]))  # 4 people > max_people=3
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("\n".join(json.dumps({"image": f"{s}.png", "caption": s}) for s in stems if s != "no_caption"))
+
+    jobs = [factory.job(raw) for raw in sources.folder_scenes(images, fits, captions)]
+    report = dataset.build_dataset(tmp_path / "out", jobs, include_sdxl=False)
+    assert report["written"] == 2
+    assert report["skip_reasons"] == {
+        "missing_fit": 1,
+        "malformed_fit": 1,
+        "unreadable_image": 1,
+        "zero_people": 1,
+        "nonfinite_params": 1,
+        "bad_shape": 1,
+        "missing_caption": 1,
+        "too_many_people": 1,
+    }
+    assert report["face_not_visible_reasons"] == {"out_of_frame": 1}
+    assert {tuple(s[:2]) for s in report["skipped_examples"]} >= {
+        ("no_fit", "missing_fit"),
+        ("nan", "nonfinite_params"),
+    }
+    on_disk = json.loads((dataset.version_dir(tmp_path / "out") / dataset.REPORT_FILE).read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    source = dataset.open_split(tmp_path / "out")
+    offscreen = next(source[i] for i in range(len(source)) if source[i]["image_id"] == "offscreen")
+    np.testing.assert_array_equal(offscreen["face_visible"], [True, False])
+    assert not offscreen["face_embedding"][1].any() and offscreen["face_embedding"][0].any()
+
+
+def test_validate_scene_rejects_bad_objects():
+    class Obj:
+        pass
+
+    fit = _fit([0.0])
+    bad = Obj()
+    bad.people, bad.K, bad.width, bad.height = fit.people, np.full((3, 3), np.nan), W, H
+    with pytest.raises(examples.SkipExample, match="nonfinite_params"):
+        examples.validate_scene(bad, W, H, 3)
+    with pytest.raises(examples.SkipExample, match="size_mismatch"):
+        examples.validate_scene(fit, W + 8, H, 3)
+    bad.people, bad.K = (), fit.K
+    with pytest.raises(examples.SkipExample, match="zero_people"):
+        examples.validate_scene(bad, W, H, 3)
+    bad.people = (Obj(),)
+    bad.people[0].betas, bad.people[0].expression = np.zeros(9), np.zeros(10)
+    bad.people[0].rotvec, bad.people[0].transl = np.zeros((53, 3)), np.array([0, 0, 3.0])
+    with pytest.raises(examples.SkipExample, match="bad_shape"):
+        examples.validate_scene(bad, W, H, 3)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_interrupted_build_never_looks_complete_and_rerun_completes(tmp_path, factory, error):
+    raws = [_raw(f"s{i}", _fit([0.0]), i) for i in range(4)]
+
+    def failing_jobs():
+        for i, raw in enumerate(raws):
+            if i == 2:
+                raise error("interrupted")
+            yield factory.job(raw)
+
+    with pytest.raises(error):
+        dataset.build_dataset(tmp_path, failing_jobs(), include_sdxl=False)
+    assert not dataset.is_complete(tmp_path)
+    assert not dataset.version_dir(tmp_path).exists()
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        dataset.open_split(tmp_path)
+
+    report = dataset.build_dataset(tmp_path, [factory.job(r) for r in raws], include_sdxl=False)
+    assert report["written"] == 4 and not report["reused_existing"]
+    assert len(dataset.open_split(tmp_path)) == 4
+
+
+def test_killed_build_leftovers_are_ignored_and_removed(tmp_path, factory):
+    leftover = tmp_path / dataset.NAME / "incomplete.ABC123_1.0.0"
+    leftover.mkdir(parents=True)
+    (leftover / "personacraft_scenes-train.array_record-00000-of-00001").write_bytes(b"partial")
+    assert not dataset.is_complete(tmp_path)
+    report = dataset.build_dataset(tmp_path, [factory.job(_raw("x", _fit([0.0]), 0))], include_sdxl=False)
+    assert report["written"] == 1 and not leftover.exists()
+
+
+def test_report_is_recreated_for_a_complete_dataset(tmp_path, factory):
+    dataset.build_dataset(tmp_path, [factory.job(_raw("x", _fit([0.0]), 0))], include_sdxl=False)
+    report_path = dataset.version_dir(tmp_path) / dataset.REPORT_FILE
+    report_path.unlink()  # as if killed between the rename and the report
+
+    def must_not_run():
+        raise AssertionError("a complete dataset must be reused")
+        yield
+
+    report = dataset.build_dataset(tmp_path, must_not_run(), include_sdxl=False)
+    assert report_path.is_file() and report["reused_existing"] and report["written"] == 1
+
+
+def test_real_photos_are_cropped_to_the_training_resolution(tmp_path, factory):
+    images, fits = tmp_path / "images", tmp_path / "fits"
+    images.mkdir()
+    fits.mkdir()
+    fit = _fit([0.0])
+    (images / "p.jpg").write_bytes(sources.encode_png(_image(0)))  # content decides, not the suffix
+    save_scene_fit(fits / "p.npz", fit)
+    captions = tmp_path / "c.jsonl"
+    captions.write_text(json.dumps({"image": "p", "caption": "one person"}) + "\n")
+    jobs = [factory.job(raw) for raw in sources.folder_scenes(images, fits, captions, resolution=32)]
+    assert dataset.build_dataset(tmp_path / "out", jobs, include_sdxl=False)["written"] == 1
+    got = dataset.open_split(tmp_path / "out")[0]
+    # 64 x 48 -> short side 32: 43 x 32, centre crop 32 x 32 starting at column (43 - 32) // 2 = 5.
+    np.testing.assert_array_equal(got["original_size"], [H, W])
+    np.testing.assert_array_equal(got["crop_top_left"], [0, 5])
+    assert got["image"].shape == (32, 32, 3) and got["depth"].shape == (32, 32)
+    expected_k = np.diag([43 / W, 32 / H, 1.0]) @ fit.K
+    expected_k[0, 2] -= 5
+    np.testing.assert_allclose(got["K"], expected_k, rtol=1e-5)
