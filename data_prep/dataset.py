@@ -19,6 +19,7 @@ inside it (`metadata.json`) before the rename; `prep_report.json` is derived fro
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import json
@@ -130,10 +131,12 @@ class PersonaCraftScenes(tfds.core.GeneratorBasedBuilder):
         include_sdxl: bool = False,
         stats: PrepStats | None = None,
         progress: Callable[[], None] | None = None,
+        empty_prompt: dict[str, np.ndarray] | None = None,
         **kwargs: Any,
     ):
         self._jobs = jobs
         self._include_sdxl = include_sdxl
+        self._empty_prompt = empty_prompt
         self.stats = stats if stats is not None else PrepStats()
         self._progress = progress
         super().__init__(file_format="array_record", **kwargs)
@@ -173,6 +176,30 @@ class PersonaCraftScenes(tfds.core.GeneratorBasedBuilder):
                 self._progress()
         # Stored in metadata.json inside the folder that is renamed into place when the build completes.
         self.info.metadata["prep_stats"] = self.stats.to_dict()
+        if self._empty_prompt is not None:  # the caption-dropout target of training, stored with the data
+            self.info.metadata["empty_prompt"] = {k: _encode_array(v) for k, v in self._empty_prompt.items()}
+
+
+def _encode_array(array: np.ndarray) -> dict[str, Any]:
+    array = np.ascontiguousarray(array, np.float32)
+    return {"shape": list(array.shape), "float32_base64": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def _decode_array(value: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(value["float32_base64"]), np.float32).reshape(value["shape"])
+
+
+def load_empty_prompt(data_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """The SDXL embeddings of the empty prompt ('' through both text encoders), if the data set has them.
+
+    Returns {'prompt_embeds': (77, D), 'pooled_prompt_embeds': (P,)}, or None for data prepared without
+    SDXL encodings.
+    """
+    if not is_complete(data_dir):
+        raise FileNotFoundError(f"no complete {NAME} dataset at {version_dir(data_dir)}")
+    metadata = tfds.builder_from_directory(str(version_dir(data_dir))).info.metadata
+    stored = metadata.get("empty_prompt")
+    return None if stored is None else {k: _decode_array(v) for k, v in stored.items()}
 
 
 def version_dir(data_dir: str | os.PathLike) -> pathlib.Path:
@@ -206,6 +233,7 @@ def build_dataset(
     include_sdxl: bool,
     progress: Callable[[], None] | None = None,
     extra_report: dict[str, Any] | None = None,
+    empty_prompt: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Generate the dataset into `data_dir` (unless complete already) and write its report last; returns it.
 
@@ -215,7 +243,9 @@ def build_dataset(
     data_dir = pathlib.Path(data_dir)
     if not is_complete(data_dir):
         remove_leftovers(data_dir)
-    builder = PersonaCraftScenes(data_dir=str(data_dir), jobs=jobs, include_sdxl=include_sdxl, progress=progress)
+    builder = PersonaCraftScenes(
+        data_dir=str(data_dir), jobs=jobs, include_sdxl=include_sdxl, progress=progress, empty_prompt=empty_prompt
+    )
     reused = is_complete(data_dir)
     with tempfile.TemporaryDirectory(prefix="personacraft_prep_") as download_dir:  # nothing is downloaded
         builder.download_and_prepare(download_dir=download_dir)

@@ -133,6 +133,10 @@ def run_prep(
         text_encoder=text_encoder,
         vae_encoder=vae_encoder,
     )
+    empty_prompt = None
+    if text_encoder is not None:
+        prompt_embeds, pooled = text_encoder.encode([""])
+        empty_prompt = {"prompt_embeds": prompt_embeds[0], "pooled_prompt_embeds": pooled[0]}
     scenes, total = _scenes(cfg, factory)
     bar = tqdm(total=total, desc="prep", unit="ex", disable=not progress)
     try:
@@ -142,6 +146,7 @@ def run_prep(
             include_sdxl=factory.include_sdxl,
             progress=bar.update,
             extra_report={"config": json.loads(cfg.to_json())},
+            empty_prompt=empty_prompt,
         )
     finally:
         bar.close()

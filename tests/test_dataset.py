@@ -89,7 +89,11 @@ def test_round_trip(tmp_path, factory, with_sdxl, tiny_sdxl_dir):  # noqa: F811
             vae_encoder=SDXLVaeEncoder(tiny_sdxl_dir),
         )
     raws = [_raw("a", _fit([0.0]), 1), _raw("b", _fit([-0.5, 0.5], seed=2), 2), _raw("c", _fit([-0.5, 0, 0.5]), 3)]
-    report = dataset.build_dataset(tmp_path, [factory.job(r) for r in raws], include_sdxl=with_sdxl)
+    empty = None
+    if with_sdxl:
+        prompt_embeds, pooled = factory.text_encoder.encode([""])
+        empty = {"prompt_embeds": prompt_embeds[0], "pooled_prompt_embeds": pooled[0]}
+    report = dataset.build_dataset(tmp_path, [factory.job(r) for r in raws], include_sdxl=with_sdxl, empty_prompt=empty)
     assert report["written"] == 3 and report["skipped"] == 0 and report["splits"] == {"train": 3}
     assert report["face_not_visible_reasons"] == {"hidden": 1}
 
@@ -120,6 +124,11 @@ def test_round_trip(tmp_path, factory, with_sdxl, tiny_sdxl_dir):  # noqa: F811
         embeds, _ = factory.text_encoder.encode(["caption b"])
         np.testing.assert_array_equal(got["prompt_embeds"], embeds[0])
         np.testing.assert_array_equal(got["latent_mean"], factory.vae_encoder.encode(_image(2))[0])
+        stored = dataset.load_empty_prompt(tmp_path)
+        for key, value in empty.items():
+            np.testing.assert_array_equal(stored[key], value)
+    else:
+        assert dataset.load_empty_prompt(tmp_path) is None
 
 
 def _write_fit_file(path: pathlib.Path, arrays: dict) -> None:
