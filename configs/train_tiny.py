@@ -40,6 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.edge_radius = 1
     c.data.occlusion_radius = 0
     c.data.latent_factor = 8
+    c.data.resolution = 64  # used by launch.aot_compile (training reads the shards' size)
+    c.data.text_tokens = 77
 
     c.train = ml_collections.ConfigDict()
     c.train.trainable = ("scnet",)

@@ -1,6 +1,6 @@
 """The training loop: mesh, networks, sharded state, data, the jitted step, checkpoints and metrics.
 
-One `Trainer` = one run in `workdir` (`checkpoints/`, `tensorboard/`). If `workdir` has a checkpoint the
+One `Trainer` = one run in `workdir` (`config.json`, `checkpoints/`, `tensorboard/`). If `workdir` has a checkpoint the
 run resumes from it (parameters, optimizer, step, RNG, data-iterator position) into this run's mesh; a
 checkpoint that cannot be restored is an error, never a fresh start. SIGTERM (preemption) saves a
 checkpoint at the next step boundary and returns.
@@ -77,6 +77,10 @@ class Trainer:
     ):
         self.config = config
         self.workdir = os.fspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        if jax.process_index() == 0:  # what launch.export rebuilds the networks from
+            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=2))
         self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
         self.rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
         global_batch = int(config.data.batch_size)

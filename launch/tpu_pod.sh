@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Train on a Cloud TPU VM pod slice: every worker runs the same command (jax.distributed discovers the
+# slice from the TPU metadata, so no coordinator flags are needed).
+#
+#   TPU=my-v5p-32 ZONE=us-east5-a WORKDIR=gs://bucket/run DATA=gs://bucket/shards SDXL=/mnt/sdxl \
+#     bash launch/tpu_pod.sh [--config.x=y ...]
+#
+# Assumes the repository is checked out at ~/personacraft-jax on every worker and `make venv` (with the
+# tpu extra: .venv/bin/pip install -e '.[tpu]') has been run there.
+set -euo pipefail
+: "${TPU:?set TPU to the TPU VM name}" "${ZONE:?set ZONE}" "${WORKDIR:?set WORKDIR}" "${DATA:?set DATA}"
+CONFIG=${CONFIG:-configs/train_sdxl.py}
+EXTRA=$(printf ' %q' "$@")
+gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "
+  cd ~/personacraft-jax && .venv/bin/python -m launch.train --config=$CONFIG --workdir=$WORKDIR \
+    --config.data.data_dir=$DATA ${SDXL:+--config.model.sdxl_folder=$SDXL} --distributed=on $EXTRA"

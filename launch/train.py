@@ -1,0 +1,77 @@
+"""Train SCNet / OBEN on a prepared data set.
+
+    python -m launch.train --config=configs/train_tiny.py --workdir=DIR \
+        --config.data.data_dir=DATA_DIR [--config.x=y ...]
+
+Writes `DIR/checkpoints/` (orbax; the run resumes from the latest one), `DIR/tensorboard/` and
+`DIR/config.json`. Multi-host (TPU pod slices, SLURM): every process runs the same command;
+`jax.distributed.initialize()` is called when the environment describes a multi-process job (see
+launch/tpu_pod.sh and launch/slurm_multinode.sbatch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/train_*.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, TensorBoard logs, the resolved config.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "Call jax.distributed.initialize(): 'auto' = when SLURM / TPU-pod / coordinator variables are set.",
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+_MULTIPROCESS_VARS = (
+    "JAX_COORDINATOR_ADDRESS",
+    "SLURM_NTASKS",
+    "TPU_WORKER_HOSTNAMES",
+    "MEGASCALE_COORDINATOR_ADDRESS",
+)
+
+
+def _maybe_initialize_distributed() -> None:
+    import jax
+
+    wanted = _DISTRIBUTED.value == "on" or (
+        _DISTRIBUTED.value == "auto" and any(os.environ.get(v) for v in _MULTIPROCESS_VARS)
+    )
+    if wanted:
+        jax.distributed.initialize()
+        logging.info("process %d of %d", jax.process_index(), jax.process_count())
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    _maybe_initialize_distributed()
+    import jax
+    import numpy as np
+
+    from data_prep import dataset
+    from personacraft_jax.train.metrics_writer import MetricsWriter
+    from personacraft_jax.train.trainer import Trainer
+
+    config = _CONFIG.value
+    if not config.data.data_dir:
+        raise app.UsageError("config data.data_dir is not set (a folder written by launch.prep)")
+    source = dataset.open_split(config.data.data_dir, config.data.split)
+    empty_prompt = dataset.load_empty_prompt(config.data.data_dir)
+    trainer = Trainer(config, _WORKDIR.value, source=source, empty_prompt=empty_prompt)
+    writer = MetricsWriter(os.path.join(_WORKDIR.value, "tensorboard"), log_every=config.log.every_steps)
+    try:
+        history = trainer.train(writer=writer)
+    finally:
+        writer.close()
+        trainer.close()
+    if history and jax.process_index() == 0:
+        last = {k: float(np.round(v, 6)) for k, v in history[-1].items()}
+        logging.info("finished at step %d: %s", trainer.step, json.dumps(last))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,150 @@
+"""Ahead-of-time compilation of the train step for a device topology, with no weights and no data.
+
+Everything is abstract: the networks come from `nnx.eval_shape`, the batch is ShapeDtypeStructs, and the
+step is lowered with the run's shardings and compiled for the target devices (e.g. a TPU slice described
+by libtpu on a CPU machine). The compiled executable reports per-chip memory and XLA's cost model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh
+
+from personacraft_jax.parallel import mesh as mesh_lib
+from personacraft_jax.parallel import sharding as sharding_lib
+from personacraft_jax.sampling import schedulers
+from personacraft_jax.train import networks as networks_lib
+from personacraft_jax.train import optimizer as optimizer_lib
+from personacraft_jax.train import state as state_lib
+from personacraft_jax.train import step as step_lib
+from personacraft_jax.train import trainer as trainer_lib
+
+GIB = 1024**3
+# Peak dense bf16 FLOP/s and HBM per chip (public spec sheets).
+CHIPS: dict[str, tuple[float, float]] = {
+    "v4": (275e12, 32 * GIB),
+    "v5e": (197e12, 16 * GIB),
+    "v5litepod": (197e12, 16 * GIB),
+    "v5p": (459e12, 95 * GIB),
+    "v6e": (918e12, 32 * GIB),
+    "h100": (989e12, 80 * GIB),
+    "h200": (989e12, 141 * GIB),
+}
+
+
+@dataclasses.dataclass
+class CompileReport:
+    """Per-chip figures of one compiled train step."""
+
+    devices: int
+    per_chip_batch: float
+    argument_bytes: int
+    temp_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    flops_per_chip: float
+    xla_seconds: float | None
+    chip_hbm_bytes: float | None
+    chip_peak_flops: float | None
+    compile_seconds: float
+
+    @property
+    def total_bytes(self) -> int:
+        return self.argument_bytes + self.temp_bytes + self.output_bytes - self.alias_bytes
+
+    @property
+    def mfu(self) -> float | None:
+        if not self.xla_seconds or not self.chip_peak_flops:
+            return None
+        return self.flops_per_chip / self.xla_seconds / self.chip_peak_flops
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "total_bytes": self.total_bytes, "mfu": self.mfu}
+
+
+def abstract_batch(config: Any, unet_config: Any, mesh: Mesh, use_oben: bool) -> dict[str, jax.ShapeDtypeStruct]:
+    """The model inputs of one global batch at `data.resolution`, as sharded ShapeDtypeStructs."""
+    b, size = int(config.data.batch_size), int(config.data.resolution)
+    h = size // int(config.data.latent_factor)
+    pooled = unet_config.projection_class_embeddings_input_dim - 6 * unet_config.addition_time_embed_dim
+    shapes = {
+        "latent_mean": (b, h, h, unet_config.in_channels),
+        "latent_logvar": (b, h, h, unet_config.in_channels),
+        "prompt_embeds": (b, int(config.data.text_tokens), unet_config.cross_attention_dim),
+        "pooled_prompt_embeds": (b, pooled),
+        "time_ids": (b, 6),
+        "scnet_cond": (b, size, size, int(config.model.scnet_conditioning_channels)),
+        "occlusion_mask": (b, h, h),
+        "drop_caption": (b,),
+    }
+    if use_oben:
+        shapes["oben_cond"] = (b, size, size, int(config.model.oben_conditioning_channels))
+    return {
+        name: jax.ShapeDtypeStruct(
+            shape,
+            jnp.bool_ if name == "drop_caption" else jnp.float32,
+            sharding=sharding_lib.batch_sharding(mesh, len(shape)),
+        )
+        for name, shape in shapes.items()
+    }
+
+
+def compile_train_step(config: Any, devices: list, chip: str | None = None) -> tuple[Any, CompileReport]:
+    """Lowers and compiles the configured train step for `devices`; returns (compiled, report)."""
+    import time
+
+    mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
+    rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
+    use_oben = trainer_lib.uses_oben(config)
+    step_cfg = trainer_lib.step_config(config.train, use_oben)
+    modules = nnx.eval_shape(
+        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed))
+    )
+    nets, params = step_lib.split_networks(modules)
+    unet_config = modules["unet"].config
+    trainable = {name: params.pop(name) for name in step_cfg.trainable}
+    optimizer = optimizer_lib.make_optimizer(config.train)
+    abstract_state = jax.eval_shape(lambda p: state_lib.init_train_state(p, optimizer, 0), trainable)
+    state_sh = state_lib.train_state_shardings(abstract_state, optimizer, mesh, rules)
+    frozen_sh = state_lib.params_shardings(params, mesh, rules)
+    with_sh = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
+    batch = abstract_batch(config, unet_config, mesh, use_oben)
+    empty = {
+        "prompt_embeds": jnp.zeros(batch["prompt_embeds"].shape[1:], jnp.float32),
+        "pooled_prompt_embeds": jnp.zeros(batch["pooled_prompt_embeds"].shape[1:], jnp.float32),
+    }
+    step_fn = step_lib.make_train_step(
+        nets, step_cfg, optimizer, schedulers.SchedulerConfig(**dict(config.train.noise_schedule)), empty
+    )
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(state_sh, frozen_sh, {k: v.sharding for k, v in batch.items()}),
+        out_shardings=(state_sh, None),
+        donate_argnums=(0,),
+    )
+    start = time.perf_counter()
+    compiled = jitted.lower(with_sh(abstract_state, state_sh), with_sh(params, frozen_sh), batch).compile()
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, list | tuple) else cost) or {}
+    peak, hbm = CHIPS.get(chip, (None, None)) if chip else (None, None)
+    report = CompileReport(
+        devices=len(devices),
+        per_chip_batch=int(config.data.batch_size) / len(devices),
+        argument_bytes=int(memory.argument_size_in_bytes),
+        temp_bytes=int(memory.temp_size_in_bytes),
+        output_bytes=int(memory.output_size_in_bytes),
+        alias_bytes=int(memory.alias_size_in_bytes),
+        flops_per_chip=float(cost.get("flops", 0.0)),
+        xla_seconds=float(cost["optimal_seconds"]) if "optimal_seconds" in cost else None,
+        chip_hbm_bytes=hbm,
+        chip_peak_flops=peak,
+        compile_seconds=seconds,
+    )
+    return compiled, report

@@ -1,0 +1,101 @@
+"""Exporting trained ControlNets from a run's orbax checkpoint.
+
+- diffusers: each trainable net (SCNet, OBEN) as a `ControlNetModel` folder (config.json + safetensors)
+  that `diffusers.ControlNetModel.from_pretrained` loads;
+- JAX: one `<name>.flax.safetensors` per net with the NNX parameter paths as keys ('a.0.b.kernel', Flax
+  layouts) plus `<name>.config.json`, for loading without orbax (`load_flax_params`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from personacraft_jax.convert.pretrained import save_pretrained
+from personacraft_jax.convert.safetensors_io import read_safetensors, write_safetensors
+from personacraft_jax.train import checkpoint as checkpoint_lib
+from personacraft_jax.train import networks as networks_lib
+from personacraft_jax.train import optimizer as optimizer_lib
+from personacraft_jax.train import state as state_lib
+from personacraft_jax.train import step as step_lib
+from personacraft_jax.train import trainer as trainer_lib
+
+
+def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The resolved config a run wrote to `workdir/config.json`."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; export needs the run's config (written by launch.train)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | None = None) -> dict[str, nnx.Module]:
+    """The trainable nets of the run's checkpoint `step` (None = latest), on the local CPU/accelerator."""
+    use_oben = trainer_lib.uses_oben(config)
+    step_cfg = trainer_lib.step_config(config.train, use_oben)
+    modules = nnx.eval_shape(
+        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed))
+    )
+    nets, params = step_lib.split_networks(modules)
+    trainable = {name: params[name] for name in step_cfg.trainable}
+    optimizer = optimizer_lib.make_optimizer(config.train)
+    abstract = jax.eval_shape(lambda p: state_lib.init_train_state(p, optimizer, 0), trainable)
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
+    shardings = state_lib.train_state_shardings(abstract, optimizer, mesh)
+    checkpointer = checkpoint_lib.Checkpointer(pathlib.Path(workdir) / "checkpoints", async_save=False)
+    try:
+        state, _ = checkpointer.restore(step, checkpoint_lib.abstract_with_shardings(abstract, shardings))
+    finally:
+        checkpointer.close()
+    return {name: nets.module(name, state.params[name]) for name in step_cfg.trainable}
+
+
+def export_diffusers(
+    nets: dict[str, nnx.Module], out: str | os.PathLike, overwrite: bool = False
+) -> list[pathlib.Path]:
+    """Writes each net as `out/<name>/` (a diffusers ControlNetModel folder, fp32)."""
+    return [save_pretrained(net, pathlib.Path(out) / name, overwrite=overwrite) for name, net in nets.items()]
+
+
+def _flat(module: nnx.Module) -> dict[str, np.ndarray]:
+    return {
+        ".".join(map(str, path)): np.asarray(var.get_value())
+        for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param))
+    }
+
+
+def export_flax(nets: dict[str, nnx.Module], out: str | os.PathLike) -> list[pathlib.Path]:
+    """Writes `out/<name>.flax.safetensors` (NNX paths, Flax layouts) and `out/<name>.config.json`."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, net in nets.items():
+        (out / f"{name}.config.json").write_text(json.dumps(net.pretrained_config(), indent=2) + "\n")
+        write_safetensors(out / f"{name}.flax.safetensors", _flat(net))
+        written.append(out / f"{name}.flax.safetensors")
+    return written
+
+
+def load_flax_params(module: nnx.Module, path: str | os.PathLike) -> nnx.Module:
+    """Fills `module` (concrete or abstract, same architecture) from an `export_flax` file, strictly."""
+    tensors = read_safetensors(path)
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    flat = list(nnx.to_flat_state(params))
+    expected = {".".join(map(str, p)) for p, _ in flat}
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    new = []
+    for p, var in flat:
+        value, target = tensors[".".join(map(str, p))], var.get_value()
+        if value.shape != target.shape:
+            raise ValueError(f"{path}: {'.'.join(map(str, p))} has shape {value.shape}, expected {target.shape}")
+        new.append((p, var.replace(jax.numpy.asarray(value, target.dtype))))
+    return nnx.merge(graphdef, nnx.from_flat_state(new), rest)
