@@ -15,6 +15,8 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from launch import entry
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/train_*.py).")
 _TOPOLOGY = flags.DEFINE_string("topology", "cpu", "TPU topology, e.g. v5p:2x2x1 or v6e:2x2; 'cpu' = local.")
 _OUT = flags.DEFINE_string("out", None, "Also write the report as JSON to this file.")
@@ -60,4 +62,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

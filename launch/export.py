@@ -8,7 +8,9 @@ trainable net of the run (SCNet, OBEN) and `DIR/flax/<net>.flax.safetensors` + `
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from launch import entry
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "The training run's workdir (with checkpoints/, config.json).")
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
@@ -31,4 +33,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import pathlib
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from data_prep import dataset, preview, sources
 from data_prep.pipeline import ExampleFactory
+from launch import entry
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Prep config file (configs/prep_*.py).", lock_config=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Output folder for the TFDS dataset.")
@@ -176,13 +176,5 @@ def main(argv: list[str]) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def run() -> None:
-    """Entry point. `--help` / `-h` / `--helpfull` print the usage and exit 0 (absl's help flags exit 1)."""
-    args = sys.argv[1:]
-    if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in args):
-        app.usage(shorthelp="--helpfull" not in args, writeto_stdout=True, exitcode=0)
-    app.run(main)
-
-
 if __name__ == "__main__":
-    run()
+    entry.run(main)

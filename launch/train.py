@@ -17,6 +17,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from launch import entry
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/train_*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, TensorBoard logs, the resolved config.")
 _DISTRIBUTED = flags.DEFINE_enum(
@@ -74,4 +76,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

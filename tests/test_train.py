@@ -195,3 +195,37 @@ def test_sigterm_saves_and_stops(straight_run, tmp_path):
     trainer.close()
     assert len(history) == 2 and trainer.step == 2
     assert trainer.checkpointer.all_steps() == [2]
+
+
+def test_aot_compile_reports_memory_and_flops():
+    from personacraft_jax.train import aot
+
+    cfg = fx.config()
+    cfg.data.resolution, cfg.data.text_tokens = fx.PIXELS, fx.TEXT_TOKENS
+    _, report = aot.compile_train_step(cfg, jax.devices(), chip="v5p")
+    trainable_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(_abstract_scnet_params()))
+    # Per chip: the fp32 SCNet + two AdamW moments, sharded over fsdp=4, are part of the arguments.
+    assert report.argument_bytes >= 3 * trainable_bytes / 4
+    assert report.temp_bytes > 0 and report.flops_per_chip > 0
+    assert report.per_chip_batch == 1 and report.devices == 8
+    assert report.as_dict()["total_bytes"] == report.total_bytes
+
+
+def _abstract_scnet_params():
+    from flax import nnx
+
+    from personacraft_jax.train import networks
+
+    cfg = fx.config()
+    nets = networks.build_networks(cfg.model, ("scnet",), False, 0)
+    return nnx.state(nets["scnet"], nnx.Param)
+
+
+def test_launch_commands_have_help():
+    import subprocess
+    import sys
+
+    for module in ("launch.train", "launch.aot_compile", "launch.export"):
+        done = subprocess.run([sys.executable, "-m", module, "--helpfull"], capture_output=True, text=True)
+        assert done.returncode == 0, (module, done.stderr[-2000:])
+        assert "--config" in done.stdout or "--checkpoint" in done.stdout
