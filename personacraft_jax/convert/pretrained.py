@@ -62,8 +62,20 @@ def load_pretrained(
     config = cls.config_from_pretrained(folders.read_config(folder))
     tensors, source = folders.read_weights(folder, allow_torch_load=allow_torch_load)
     tensors = {cls.rename_source_key(k): v for k, v in tensors.items()}
-    abstract = nnx.eval_shape(lambda: cls(config, precision, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: cls(config, precision, rngs=abstract_rngs()))
     return sd.load_state_dict(abstract, tensors, source=source, ignore=cls.ignore_source_key)
+
+
+def abstract_rngs(seed: int = 0) -> nnx.Rngs:
+    """`nnx.Rngs(seed)` for building models under `nnx.eval_shape` in linear time.
+
+    With a jax-array counter, every draw inside the trace makes flax query the traced counter's
+    `.sharding`, and jax builds that error message by walking the whole trace so far: quadratic in the
+    number of parameters (minutes for the SDXL UNet). A numpy counter stays concrete; the keys are the same.
+    """
+    rngs = nnx.Rngs(seed)
+    rngs.default.count.set_value(np.zeros((), np.uint32))
+    return rngs
 
 
 def save_pretrained(

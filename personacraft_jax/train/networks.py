@@ -7,6 +7,9 @@
   `oben_conditioning_channels` (default 2 = depth edges + occlusion). *(our design)* OBEN has SCNet's
   architecture; it is "lighter" only in its input (2 channels of boundary maps) and its training signal.
 
+Random initialisation uses `abstract_rngs` (the same keys as `nnx.Rngs`), which keeps `nnx.eval_shape`
+of the SDXL-size networks (launch.aot_compile, launch.export) linear in the parameter count.
+
 Frozen networks store parameters in `model.frozen_param_dtype` (bf16 on accelerators); trainable ones in
 fp32 (master weights); all compute in `model.dtype`.
 """
@@ -19,7 +22,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from personacraft_jax.convert.pretrained import load_pretrained
+from personacraft_jax.convert.pretrained import abstract_rngs, load_pretrained
 from personacraft_jax.models import unet as unet_lib
 from personacraft_jax.models.controlnet import ControlNetModel
 from personacraft_jax.models.layers import Precision
@@ -47,7 +50,7 @@ def build_unet(model_cfg: Any, seed: int) -> UNet2DConditionModel:
         folder = _require_dir(os.path.join(model_cfg.sdxl_folder, "unet"), "model.sdxl_folder (its unet/)")
         return load_pretrained(UNet2DConditionModel, folder, precision)
     config = UNetConfig.from_diffusers(unet_lib.preset(model_cfg.unet_preset))
-    return UNet2DConditionModel(config, precision, rngs=nnx.Rngs(seed))
+    return UNet2DConditionModel(config, precision, rngs=abstract_rngs(seed))
 
 
 def build_controlnet(
@@ -61,7 +64,7 @@ def build_controlnet(
         unet,
         conditioning_channels=model_cfg[f"{name}_conditioning_channels"],
         precision=precision,
-        rngs=nnx.Rngs(seed),
+        rngs=abstract_rngs(seed),
     )
 
 
