@@ -189,8 +189,17 @@ def remat_policy(name: str):
 
 
 def maybe_remat(module: nnx.Module, precision: Precision, *args, **kwargs):
-    """Calls `module(*args, **kwargs)`, rematerialised per `precision.remat` (one block = one checkpoint)."""
+    """Calls `module(*args, **kwargs)`, rematerialised per `precision.remat` (one block = one checkpoint).
+
+    The block runs as a pure function of its parameters (split outside, merged inside `jax.checkpoint`), so
+    it also works for modules merged inside an outer trace (a jitted / differentiated train step). Blocks
+    must not mutate their state during a call (none of the models here do).
+    """
     if precision.remat == "none":
         return module(*args, **kwargs)
-    call = nnx.remat(lambda m, *a: m(*a, **kwargs), policy=remat_policy(precision.remat))
-    return call(module, *args)
+    graphdef, state = nnx.split(module)
+
+    def pure(state, *args):
+        return nnx.merge(graphdef, state)(*args, **kwargs)
+
+    return jax.checkpoint(pure, policy=remat_policy(precision.remat))(state, *args)

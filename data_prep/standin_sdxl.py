@@ -1,0 +1,52 @@
+"""A tiny, randomly initialised SDXL-format folder for the demo: every component SDXL has, at tiny shapes.
+
+`write_standin_sdxl(root, seed)` writes, with the PyTorch libraries' own `save_pretrained` (safetensors):
+`unet/` (`personacraft_jax.models.unet.preset('tiny')`), `vae/`, `text_encoder/` (CLIP-L-like),
+`text_encoder_2/` (bigG-like, with projection), `tokenizer/` and `tokenizer_2/` (a character-level CLIP BPE
+tokenizer), and `scheduler/scheduler_config.json` (SDXL's). The shapes fit together exactly as SDXL's do
+(text widths 8 + 16 = the UNet's cross-attention 24; pooled 16 + 6 x 8 time ids = 64). The weights are
+random: everything downstream runs for real, but the pictures mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+
+def write_standin_sdxl(root: str | os.PathLike, seed: int = 0) -> pathlib.Path:
+    """Writes the folder atomically (temp folder + rename) unless it exists; returns `root`."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from personacraft_jax.models import unet as unet_lib
+    from personacraft_jax.sampling import schedulers
+    from personacraft_jax.sampling.models import TINY_CLIP_1, TINY_CLIP_2, TINY_VAE
+    from personacraft_jax.sampling.tokenizers import write_tiny_tokenizer
+
+    root = pathlib.Path(root)
+    if (root / "model_index.json").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
+    try:
+        torch.manual_seed(seed)
+        UNet2DConditionModel(**unet_lib.preset("tiny")).save_pretrained(tmp / "unet")
+        AutoencoderKL(**TINY_VAE).save_pretrained(tmp / "vae")
+        CLIPTextModel(CLIPTextConfig(**TINY_CLIP_1)).save_pretrained(tmp / "text_encoder")
+        CLIPTextModelWithProjection(CLIPTextConfig(**TINY_CLIP_2)).save_pretrained(tmp / "text_encoder_2")
+        write_tiny_tokenizer(tmp / "tokenizer")
+        write_tiny_tokenizer(tmp / "tokenizer_2")
+        (tmp / "scheduler").mkdir()
+        (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(schedulers.SDXL_SCHEDULER_CONFIG, indent=2))
+        index = {"_class_name": "StableDiffusionXLPipeline", "_note": "random tiny stand-in (personacraft-jax demo)"}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
