@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_prep.py --num_examples=8 --size=1024 [--out=benchmarks/results/prep.json]
 
-Runs `launch.prep.run_prep` twice into temporary folders: a 1-example warm-up (stand-in SMPL-X / face
+Runs `data_prep.prep_job.run_prep` twice into temporary folders: a 1-example warm-up (stand-in SMPL-X / face
 models generated into the cache, renderer created) and the timed run, then reports examples/s, and the
 seconds per example spent in the main stages (posing, shading the photo, rendering the maps, face
 embedding; "example total" = everything but the TFDS encoding/writing and setup).
@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from configs import prep_synthetic
-from launch.prep import run_prep
+from data_prep.prep_job import run_prep
 
 
 def _config(num: int, size: int, people: int, cache_dir: str):

@@ -122,7 +122,7 @@ def test_real_config_run(tmp_path):
 
 def test_sdxl_encoders_from_config(tiny_sdxl_dir):  # noqa: F811
     from configs import prep_real
-    from launch import prep
+    from data_prep import prep_job as prep
 
     cfg = prep_real.get_config()
     assert prep._sdxl_encoders(cfg) == (None, None)
