@@ -1,0 +1,236 @@
+# ruff: noqa: F811  (the fixture imported from tests.fixtures_body is used as an argument)
+"""The jit-compiled sampler: whole-loop parity with diffusers' SDXL multi-ControlNet pipeline (OA-CFG and
+identity off), OA-CFG wiring on one step, and the identity branch's region masking."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import diffusers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from personacraft_jax.convert.pretrained import load_pretrained
+from personacraft_jax.models.clip import CLIPTextModel, CLIPTextModelWithProjection
+from personacraft_jax.models.controlnet import ControlNetModel
+from personacraft_jax.models.unet import UNet2DConditionModel
+from personacraft_jax.models.vae import AutoencoderKL
+from personacraft_jax.parallel.mesh import make_mesh
+from personacraft_jax.sampling import guidance as G
+from personacraft_jax.sampling import schedulers as S
+from personacraft_jax.sampling.sampler import Sampler, SamplerInputs, SamplerModels, SamplerSettings, Scales
+from personacraft_jax.sampling.schedulers import SDXL_SCHEDULER_CONFIG, SchedulerConfig
+from personacraft_jax.sampling.tokenizers import PromptTokenizer
+from tests.fixtures_body import standin_model_root  # noqa: F401 (fixture)
+from tests.sampler_fixtures import write_tiny_pipeline
+from tests.tiny_diffusers import nchw, nhwc, rel_err
+
+SIZE, LATENT, STEPS = 64, 8, 3
+PROMPT, NEGATIVE = "the people", "blurry"
+GUIDANCE, SCNET_SCALE, OBEN_SCALE = 5.0, 0.7, 0.5
+TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(torch modules, our SamplerModels, tokenizer, conditioning arrays) on the same random weights."""
+    root = tmp_path_factory.mktemp("tiny_pipeline")
+    ref = write_tiny_pipeline(root)
+    ours = SamplerModels(
+        text_encoder=load_pretrained(CLIPTextModel, root / "text_encoder"),
+        text_encoder_2=load_pretrained(CLIPTextModelWithProjection, root / "text_encoder_2"),
+        unet=load_pretrained(UNet2DConditionModel, root / "unet"),
+        vae=load_pretrained(AutoencoderKL, root / "vae"),
+        scnet=load_pretrained(ControlNetModel, root / "scnet"),
+        oben=load_pretrained(ControlNetModel, root / "oben"),
+    )
+    rng = np.random.default_rng(0)
+    cond = dict(
+        noise=rng.standard_normal((1, LATENT, LATENT, 4)).astype(np.float32),
+        scnet=rng.uniform(size=(1, SIZE, SIZE, 4)).astype(np.float32),
+        oben=(rng.uniform(size=(1, SIZE, SIZE, 2)) > 0.8).astype(np.float32),
+    )
+    return ref, ours, PromptTokenizer.from_sdxl_folder(root), cond
+
+
+def _inputs(tok: PromptTokenizer, cond: dict, negative: str | None, mask=None) -> SamplerInputs:
+    ids1, ids2 = tok.tokenize([PROMPT])
+    neg = tok.tokenize([negative]) if negative is not None else (None, None)
+    return SamplerInputs(
+        noise=cond["noise"],
+        prompt_ids=ids1,
+        prompt_ids_2=ids2,
+        negative_ids=neg[0],
+        negative_ids_2=neg[1],
+        time_ids=np.array([[SIZE, SIZE, 0, 0, SIZE, SIZE]], np.float32),
+        scales=Scales.create(guidance=GUIDANCE, occlusion=2.0, scnet=SCNET_SCALE, oben=OBEN_SCALE),
+        scnet_cond=cond["scnet"],
+        oben_cond=cond["oben"],
+        occlusion_mask=mask,
+    )
+
+
+def _diffusers_latents(ref: dict, cond: dict) -> np.ndarray:
+    pipe = diffusers.StableDiffusionXLControlNetPipeline(
+        vae=ref["vae"],
+        text_encoder=ref["text_encoder"],
+        text_encoder_2=ref["text_encoder_2"],
+        tokenizer=ref["tokenizer"],
+        tokenizer_2=ref["tokenizer_2"],
+        unet=ref["unet"],
+        controlnet=[ref["scnet"], ref["oben"]],
+        scheduler=diffusers.EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        out = pipe(
+            prompt=PROMPT,
+            negative_prompt=NEGATIVE,
+            image=[nchw(cond["scnet"]), nchw(cond["oben"])],
+            height=SIZE,
+            width=SIZE,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            controlnet_conditioning_scale=[SCNET_SCALE, OBEN_SCALE],
+            latents=nchw(cond["noise"]),
+            output_type="latent",
+        ).images
+    return nhwc(out)
+
+
+def test_whole_loop_matches_diffusers_controlnet_pipeline(tiny):
+    ref, ours, tok, cond = tiny
+    settings = SamplerSettings(num_steps=STEPS, scheduler=SchedulerConfig.sdxl("euler"), oa_mode="none")
+    sampler = Sampler(ours, settings, mesh=make_mesh({"data": 1}, jax.devices()[:1]))
+    latents, images = sampler(_inputs(tok, cond, NEGATIVE))
+    expected = _diffusers_latents(ref, cond)
+    err = rel_err(latents, expected)
+    print(f"sampler vs diffusers: latents rel err {err:.2e}")
+    assert err <= TOL
+    vae = ref["vae"]
+    with torch.no_grad():
+        decoded = vae.decode(nchw(expected) / vae.config.scaling_factor).sample
+    expected_images = nhwc((decoded / 2 + 0.5).clamp(0, 1))
+    img_err = rel_err(images, expected_images)
+    print(f"sampler vs diffusers: images rel err {img_err:.2e}")
+    assert images.shape == (1, SIZE, SIZE, 3) and img_err <= TOL
+
+
+def test_oa_cfg_step_zero_mask_is_cfg_and_mask_acts_only_inside(tiny):
+    """One step, mode "control": zero mask == standard CFG bit for bit; a mask changes only the pixels inside it."""
+    _, ours, tok, cond = tiny
+    settings = SamplerSettings(num_steps=STEPS, scheduler=SchedulerConfig.sdxl("euler"), oa_mode="control")
+    sampler = Sampler(ours, settings)
+    zero = np.zeros((1, LATENT, LATENT, 1), np.float32)
+    mask = zero.copy()
+    mask[:, 2:5, 3:7] = 1.0
+    mask[:, 6, 0] = 0.5
+    latents0, step_zero, raw = sampler.first_step(_inputs(tok, cond, None, zero))
+    _, step_mask, raw_mask = sampler.first_step(_inputs(tok, cond, None, mask))
+    off = _inputs(tok, cond, None, mask)
+    _, step_off, _ = sampler.first_step(off.replace(scales=off.scales.replace(occlusion=jnp.float32(0.0))))
+    assert raw.shape == (3, LATENT, LATENT, 4) and jnp.array_equal(raw, raw_mask)
+    # Same executable: OA-CFG off (zero mask, or w_occ = 0) selects the standard-CFG value bit for bit.
+    assert jnp.array_equal(step_zero, step_off)
+
+    @jax.jit
+    def cfg_step(raw, latents):
+        eps_u, eps_c, _ = G.split_branches(raw, "control")
+        state = S.init_state(sampler.schedule, latents)
+        return S.step(sampler.schedule, state, 0, G.cfg(eps_u, eps_c, GUIDANCE), latents)[0]
+
+    # ... and that value is eps_u + w (eps_c - eps_u) (a separate program: XLA may contract FMAs differently).
+    err = rel_err(step_zero, cfg_step(raw, latents0))
+    print(f"zero-mask step vs separately compiled CFG step: rel err {err:.1e}")
+    assert err <= 1e-6
+    inside = np.broadcast_to(mask > 0, step_mask.shape)
+    assert np.array_equal(np.asarray(step_mask)[~inside], np.asarray(step_zero)[~inside])
+    assert np.all(np.asarray(step_mask)[inside] != np.asarray(step_zero)[inside])
+
+
+def test_launch_sample_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.sample", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--scene" in result.stdout and "--out" in result.stdout
+
+
+def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root):
+    """1 scene, 2 people with face embeddings, 2 steps, 64x64, 2 seeds (batch sharded over 2 of the 8 test
+    devices), random tiny networks: every output is written."""
+    from configs import sample_tiny
+    from launch.sample import run_sample
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", (20 * rng.standard_normal(512)).astype(np.float32))
+    scene = {
+        "prompt": "two people", "width": 64, "height": 64, "steps": 2, "seeds": [7, 8],
+        "oa_cfg": {"mode": "control", "fraction": 0.5},
+        "people": [
+            {"name": "a", "betas": [0.0] * 10, "transl": [-0.3, -0.55, 3.0], "face": {"embedding": "a.npy"}},
+            {"name": "b", "betas": [1.0] + [0.0] * 9, "transl": [0.25, -0.5, 3.6], "face": {"embedding": "b.npy"},
+             "shape": {"reference": "a", "gamma": 0.5}},
+        ],
+    }  # fmt: skip
+    (tmp_path / "scene.json").write_text(json.dumps(scene))
+    cfg = sample_tiny.get_config()
+    cfg.cache_dir = str(tmp_path / "cache")
+    cfg.smplx_model_root = str(standin_model_root)
+    result = run_sample(cfg, tmp_path / "scene.json", tmp_path / "out")
+    out = tmp_path / "out"
+    assert result["images"] == ["image_seed7.png", "image_seed8.png"]  # batch 2: sharded over 2 devices
+    for name in result["conditioning"]:
+        assert (out / name).is_file(), name
+    assert {"conditioning/face_kps_a.png", "conditioning/region_b_latent.png"} <= set(result["conditioning"])
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["identity"] and settings["face_valid"] == [1.0, 1.0] and settings["mesh_devices"] == 2
+    assert settings["scene"]["people"][1]["betas"][0] == pytest.approx(0.5)
+    images = [np.asarray(Image.open(out / name)) for name in result["images"]]
+    assert images[0].shape == (64, 64, 3) and images[0].std() > 0
+    assert not np.array_equal(images[0], images[1])  # one noise per seed
+
+
+def test_identity_residuals_and_ip_weights_are_masked_per_person():
+    """`model_output`'s identity combination with stand-in networks (no compile): IdentityNet's residuals of
+    person p are weighted by p's region block-averaged to each residual's grid and summed; the UNet's IP
+    weights are ip_scale * region (valid people only, via `prepare`'s regions)."""
+    from personacraft_jax.sampling.sampler import _Prepared, model_output
+
+    nb, people, tokens, dim, h = 2, 2, 3, 4, 8
+    rng = np.random.default_rng(0)
+    ip_tokens = jnp.asarray(rng.standard_normal((nb, people, tokens, dim)), jnp.float32)
+    regions = jnp.asarray(rng.uniform(size=(nb, h, h, people)), jnp.float32)
+
+    def identitynet(sample, t, context, images, text_embeds, time_ids, scale):
+        value = context[:, 0, 0][:, None, None, None] * scale  # a per-(branch, person) constant
+        down = tuple(jnp.broadcast_to(value, (nb * people, r, r, 1)) for r in (8, 8, 4, 2))
+        return down, jnp.broadcast_to(value, (nb * people, 2, 2, 1))
+
+    def unet(*args, down_block_additional_residuals, mid_block_additional_residual, ip_tokens, ip_scale):
+        return down_block_additional_residuals, mid_block_additional_residual, ip_tokens, ip_scale
+
+    prep = _Prepared(
+        context=jnp.zeros((nb, 5, dim)), text_embeds=jnp.zeros((nb, 6)), time_ids=jnp.zeros((nb, 6)),
+        control_flags=jnp.ones(nb), scnet_cond=None, oben_cond=None, ip_tokens=ip_tokens, regions=regions,
+        id_context=ip_tokens.reshape(nb * people, tokens, dim), id_images=jnp.zeros((nb * people, 64, 64, 3)),
+    )  # fmt: skip
+    scales = Scales.create(identity=0.8, ip=0.6)
+    down, mid, got_tokens, ip_scale = model_output(
+        {"identitynet": identitynet, "unet": unet}, prep, scales, jnp.zeros((nb, h, h, 4)), jnp.float32(10.0)
+    )
+    values = np.asarray(ip_tokens[:, :, 0, 0]) * 0.8  # (nb, P)
+    for r, res in zip((8, 8, 4, 2, 2), (*down, mid)):
+        pooled = np.asarray(regions).reshape(nb, r, h // r, r, h // r, people).mean(axis=(2, 4))
+        np.testing.assert_allclose(res[..., 0], np.einsum("bhwp,bp->bhw", pooled, values), rtol=1e-5, atol=1e-6)
+    assert got_tokens is ip_tokens
+    np.testing.assert_allclose(ip_scale, 0.6 * np.asarray(regions), rtol=1e-6)
