@@ -168,7 +168,7 @@ def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root):
     """1 scene, 2 people with face embeddings, 2 steps, 64x64, 2 seeds (batch sharded over 2 of the 8 test
     devices), random tiny networks: every output is written."""
     from configs import sample_tiny
-    from launch.sample import run_sample
+    from personacraft_jax.sampling.sample_job import run_sample
 
     rng = np.random.default_rng(0)
     for name in ("a", "b"):
@@ -198,6 +198,10 @@ def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root):
     images = [np.asarray(Image.open(out / name)) for name in result["images"]]
     assert images[0].shape == (64, 64, 3) and images[0].std() > 0
     assert not np.array_equal(images[0], images[1])  # one noise per seed
+    # What launch.evaluate reads: the references used and the expected keypoints, the scene's absolute path.
+    np.testing.assert_array_equal(np.load(out / "face_embeddings.npy")[0], np.load(tmp_path / "a.npy"))
+    assert np.load(out / "conditioning" / "face_kps.npy").shape == (2, 5, 2)
+    assert settings["scene"]["source"] == str((tmp_path / "scene.json").resolve())
 
 
 def test_identity_residuals_and_ip_weights_are_masked_per_person():

@@ -1,0 +1,208 @@
+"""Running a sampling job from a sample config and a scene file (the work behind `launch.sample`).
+
+`run_sample(cfg, scene_path, out)`: read and validate the scene (`scene_file` documents the format), pose the
+people (SMPL-X; the stand-in model when `smplx_model_root` is None), render the conditioning maps with
+data_prep's renderer, embed the reference faces, tokenize, compile and run the sampler, then write to `out`:
+- `image_seed<S>.png`, one per seed;
+- `conditioning/`: depth, normal, instance, occlusion, depth_edges, OA-CFG mask (latent grid), and per person
+  the keypoint image and the region mask; `face_kps.npy` (P, 5, 2), the expected face keypoints in pixels;
+- `face_embeddings.npy` (P, 512): the reference embeddings used (zeros for people without a face), when
+  identity is on;
+- `settings.json`: the resolved scene (with the scene file's absolute path), the config, the device and
+  the timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+
+def _log(message: str) -> None:
+    print(f"[sample] {message}", flush=True)
+
+
+def _expand(path: str | None) -> pathlib.Path | None:
+    return None if not path else pathlib.Path(os.path.expanduser(path))
+
+
+def _body_model(cfg: ml_collections.ConfigDict) -> Any:
+    from data_prep.body_model import BodyModel, write_standin_smplx_model
+
+    root = _expand(cfg.smplx_model_root)
+    if root is None:
+        root = _expand(cfg.cache_dir) / "standin_smplx"
+        if not (root / "smplx" / "SMPLX_NEUTRAL.npz").is_file():
+            write_standin_smplx_model(root)
+    elif not (root / "smplx" / "SMPLX_NEUTRAL.npz").is_file():
+        raise FileNotFoundError(f"config smplx_model_root={str(root)!r}: expected smplx/SMPLX_NEUTRAL.npz in it")
+    return BodyModel(root)
+
+
+def _tokenizer(cfg: ml_collections.ConfigDict) -> Any:
+    from personacraft_jax.sampling.tokenizers import PromptTokenizer, write_tiny_tokenizer
+
+    if cfg.model.sdxl_folder:
+        return PromptTokenizer.from_sdxl_folder(_expand(cfg.model.sdxl_folder))
+    folder = _expand(cfg.cache_dir) / "tiny_tokenizer"
+    if not (folder / "vocab.json").is_file():
+        write_tiny_tokenizer(folder)
+    return PromptTokenizer.from_folders(folder, folder)
+
+
+def face_embeddings(scene: Any, cfg: ml_collections.ConfigDict, dim: int) -> np.ndarray | None:
+    """(P, dim) raw ArcFace embeddings (zeros for people without a face input); None if nobody has one."""
+    if all(p.face is None for p in scene.people):
+        return None
+    out = np.zeros((len(scene.people), dim), np.float32)
+    detector = embedder = None
+    for i, person in enumerate(scene.people):
+        if person.face is None:
+            continue
+        if person.face.embedding is not None:
+            out[i] = person.face.embedding
+            continue
+        if cfg.face_model_root is None:
+            raise ValueError(f"people[{i}].face.image needs config face_model_root (insightface models)")
+        if detector is None:
+            from data_prep.faces import FaceDetector, FaceEmbedder
+
+            detector = FaceDetector(_expand(cfg.face_model_root), cfg.face_model_name)
+            embedder = FaceEmbedder(_expand(cfg.face_model_root), cfg.face_model_name)
+        from PIL import Image
+
+        image = np.asarray(Image.open(person.face.image).convert("RGB"))
+        found = detector.detect_faces(image)
+        if not len(found.scores):
+            raise ValueError(f"people[{i}].face.image: no face found in {person.face.image}")
+        areas = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+        out[i] = embedder.embed_face(image, found.kps[int(np.argmax(areas))])  # the largest face, as InstantID
+    return out
+
+
+def _png(path: pathlib.Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(array).save(path)
+
+
+def write_conditioning(folder: pathlib.Path, scene: Any, cond: Any) -> list[str]:
+    """The conditioning maps as PNGs (file names returned)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    maps = cond.maps
+    images = {
+        "depth.png": cond.scnet[..., 0],
+        "normal.png": maps["normal"],
+        "instance.png": (maps["instance"].astype(np.float32) / max(1, len(scene.people))),
+        "occlusion.png": maps["occlusion"].astype(np.float32),
+        "depth_edges.png": maps["depth_edges"].astype(np.float32),
+        "oa_mask_latent.png": cond.occlusion_mask,
+    }
+    for i, person in enumerate(scene.people):
+        images[f"face_kps_{person.name}.png"] = cond.face_images[i]
+        images[f"region_{person.name}_latent.png"] = cond.person_masks[i]
+    for name, array in images.items():
+        _png(folder / name, array)
+    return sorted(images)
+
+
+def _mesh_for(batch: int) -> Any:
+    import jax
+
+    from personacraft_jax.parallel.mesh import make_mesh
+
+    n = math.gcd(batch, jax.device_count())
+    return make_mesh({"data": n}, jax.devices()[:n])
+
+
+def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """The whole command; returns the settings dict it writes to `out/settings.json`."""
+    import jax
+
+    from data_prep.render import SceneRenderer
+    from personacraft_jax.sampling import schedulers as S
+    from personacraft_jax.sampling.models import load_models
+    from personacraft_jax.sampling.sampler import Sampler, SamplerSettings
+    from personacraft_jax.sampling.scene_file import load_scene_file
+    from personacraft_jax.sampling.scene_inputs import build_inputs, render_conditioning
+
+    out = pathlib.Path(out).expanduser()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    scene = load_scene_file(scene_path, size_multiple=cfg.size_multiple)
+    _log(f"scene {scene.source}: {len(scene.people)} people, {scene.width}x{scene.height}, {scene.steps} steps, "
+         f"seeds {list(scene.seeds)}")  # fmt: skip
+    with SceneRenderer(
+        scene.width, scene.height, platform=cfg.render_platform, min_eye_distance_px=cfg.min_eye_distance_px
+    ) as renderer:
+        cond = render_conditioning(
+            scene, _body_model(cfg), renderer, edge_radius=cfg.edge_radius, occlusion_radius=cfg.occlusion_radius,
+            region_radius=cfg.region_radius, latent_factor=cfg.latent_factor,
+        )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_conditioning(out / "conditioning", scene, cond)
+    np.save(out / "conditioning" / "face_kps.npy", np.asarray(cond.maps["face_kps"], np.float32))
+    timings["render_s"] = time.perf_counter() - t0
+    _log(f"rendered the conditioning ({timings['render_s']:.1f} s); faces visible: {cond.face_visible.tolist()}")
+
+    t0 = time.perf_counter()
+    models = load_models(cfg.model)
+    tokenizer = _tokenizer(cfg)
+    identity = models.identitynet is not None and models.resampler is not None
+    embeddings = face_embeddings(scene, cfg, models.resampler.config.embedding_dim) if identity else None
+    if not identity and any(p.face is not None for p in scene.people):
+        _log("the config has no identity networks: face inputs are ignored")
+    ids = tokenizer.tokenize([scene.prompt])
+    negative = tokenizer.tokenize([scene.negative_prompt]) if scene.negative_prompt is not None else None
+    inputs = build_inputs(
+        scene, cond, ids, negative, embeddings, latent_factor=cfg.latent_factor,
+        use_scnet=models.scnet is not None, use_oben=models.oben is not None,
+    )  # fmt: skip
+    settings = SamplerSettings(
+        num_steps=scene.steps, scheduler=S.SchedulerConfig.sdxl(cfg.scheduler), oa_mode=scene.oa_cfg["mode"],
+        oa_fraction=scene.oa_cfg["fraction"],
+    )  # fmt: skip
+    sampler = Sampler(models, settings, mesh=_mesh_for(len(scene.seeds)))
+    timings["load_s"] = time.perf_counter() - t0
+    _log(f"loaded the models ({timings['load_s']:.1f} s); identity {'on' if embeddings is not None else 'off'}")
+
+    t0 = time.perf_counter()
+    compiled = sampler.compile(inputs)
+    timings["compile_s"] = time.perf_counter() - t0
+    _log(f"compiled the sampler ({timings['compile_s']:.1f} s); sampling {len(scene.seeds)} image(s)")
+    t0 = time.perf_counter()
+    _, images = compiled(sampler.params, sampler.schedule, sampler.place(inputs))
+    images = np.asarray(jax.block_until_ready(images))
+    timings["sample_s"] = time.perf_counter() - t0
+    _log(f"sampled ({timings['sample_s']:.2f} s)")
+
+    if embeddings is not None:
+        np.save(out / "face_embeddings.npy", np.asarray(embeddings, np.float32))
+    files = []
+    for seed, image in zip(scene.seeds, images):
+        files.append(f"image_seed{seed}.png")
+        _png(out / files[-1], image)
+    result = {
+        "scene": {**scene.resolved(), "source": str(pathlib.Path(scene.source).resolve())},
+        "config": cfg.to_dict(),
+        "identity": embeddings is not None,
+        "face_valid": inputs.face_valid[0].tolist() if inputs.face_valid is not None else None,
+        "device": str(jax.devices()[0].device_kind),
+        "mesh_devices": sampler.mesh.size if sampler.mesh is not None else 1,
+        "timings": timings,
+        "images": files,
+        "conditioning": [f"conditioning/{n}" for n in written],
+    }
+    (out / "settings.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    _log(f"wrote {len(files)} image(s), {len(written)} conditioning maps and settings.json to {out}")
+    return result
