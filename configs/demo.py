@@ -16,8 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.resolution = 64  # pixels (8 x 8 latents)
 
     c.data = ml_collections.ConfigDict()
-    c.data.train_examples = 256
-    c.data.heldout_examples = 32
+    c.data.train_examples = 128
+    c.data.heldout_examples = 24
     c.data.max_people = 3
 
     c.scnet = ml_collections.ConfigDict({"steps": 200, "learning_rate": 3e-4})

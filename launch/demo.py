@@ -275,6 +275,9 @@ def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
     import jax
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()  # the demo prints its own progress
 
     cache = pathlib.Path(os.path.expanduser(_CONFIG.value.cache_dir)) / "xla"
     jax.config.update("jax_compilation_cache_dir", str(cache))

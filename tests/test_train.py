@@ -229,3 +229,28 @@ def test_launch_commands_have_help():
         done = subprocess.run([sys.executable, "-m", module, "--helpfull"], capture_output=True, text=True)
         assert done.returncode == 0, (module, done.stderr[-2000:])
         assert "--config" in done.stdout or "--checkpoint" in done.stdout
+
+
+def test_non_finite_update_is_skipped_and_named(straight_run, tmp_path, caplog):
+    bad = [dict(e) for e in SOURCE]
+    for e in bad:  # every batch is poisoned
+        e["latent_mean"] = np.full_like(e["latent_mean"], np.nan)
+    trainer = trainer_lib.Trainer(fx.config(), tmp_path, source=bad, empty_prompt=fx.empty_prompt())
+    before = _params(trainer)
+    with caplog.at_level("WARNING"):
+        history = trainer.train(1)
+    after = _params(trainer)
+    trainer.close()
+    assert history[0]["finite"] == 0.0 and trainer.step == 1
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)  # the update was skipped
+    assert "non-finite loss" in caplog.text
+    # Under nan_policy='stop' the same record stops the run, naming the quantity.
+    trainer.step_cfg = trainer_lib.step_config(_with(fx.config(), nan_policy="stop").train, False)
+    with pytest.raises(trainer_lib.NonFiniteError, match="non-finite loss"):
+        trainer._check_finite(history[0])
+
+
+def _with(cfg, **train):
+    cfg.train.update(train)
+    return cfg
