@@ -11,6 +11,8 @@ The UNet is a randomly initialised tiny SDXL-shaped UNet (`model.unet_preset='ti
 import ml_collections
 from ml_collections import config_dict
 
+from configs import sample_tiny
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -68,4 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.checkpoint = ml_collections.ConfigDict({"every_steps": 100, "keep": 3, "async_save": True})
     c.log = ml_collections.ConfigDict({"every_steps": 10})
+    # Validation samples in TensorBoard every K steps (0 = off): the scene file is sampled with the current
+    # SCNet / OBEN; needs model.sdxl_folder (VAE, text encoders, tokenizers). Sampler options in log.sample.
+    c.log.sample_every_steps = 0
+    c.log.sample_scene = config_dict.placeholder(str)
+    c.log.sample = sample_tiny.get_config()
     return c

@@ -254,3 +254,49 @@ def test_non_finite_update_is_skipped_and_named(straight_run, tmp_path, caplog):
 def _with(cfg, **train):
     cfg.train.update(train)
     return cfg
+
+
+class _ImageSink:
+    def __init__(self):
+        self.images = {}
+
+    def write_scalars(self, step, scalars):
+        pass
+
+    def write_images(self, step, images):
+        self.images.update({(step, name): image for name, image in images.items()})
+
+
+def test_validation_samples_use_the_current_scnet(straight_run, tmp_path):
+    import json
+
+    from data_prep.standin_sdxl import write_standin_sdxl
+
+    scene = {
+        "prompt": "two people", "width": 32, "height": 32, "steps": 2, "seeds": [0],
+        "oa_cfg": {"mode": "none", "fraction": 0.0},
+        "people": [{"name": "a", "betas": [0.0] * 10, "transl": [-0.2, -0.5, 3.0], "face": None},
+                   {"name": "b", "betas": [0.0] * 10, "transl": [0.2, -0.5, 3.5], "face": None}],
+    }  # fmt: skip
+    (tmp_path / "scene.json").write_text(json.dumps(scene))
+    cfg = fx.config()
+    cfg.model.sdxl_folder = str(write_standin_sdxl(tmp_path / "sdxl"))
+    cfg.log.sample_every_steps = 2
+    cfg.log.sample_scene = str(tmp_path / "scene.json")
+    cfg.log.sample.cache_dir = str(tmp_path / "cache")
+    cfg.log.sample.size_multiple = 8
+    trainer = _trainer(tmp_path / "run", cfg)
+    at_start = trainer.write_validation_samples(0, None)  # SCNet = from_unet: zero residuals
+    sink = _ImageSink()
+    trainer.train(2, writer=sink)
+    trainer.close()
+    ((key, logged),) = sink.images.items()
+    assert key == (2, "samples/seed0") and logged.shape == (32, 32, 3) and logged.dtype == np.uint8
+    assert not np.array_equal(logged, at_start[0])  # the trained SCNet's residuals changed the sample
+
+
+def test_validation_sampling_needs_the_sdxl_folder(tmp_path):
+    cfg = fx.config()
+    cfg.log.sample_every_steps = 10
+    with pytest.raises(ValueError, match=r"log\.sample_every_steps needs model\.sdxl_folder"):
+        _trainer(tmp_path, cfg)

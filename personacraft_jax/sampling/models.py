@@ -13,6 +13,7 @@ every conditioning path has an effect; the outputs are noise-like images, not pi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -87,6 +88,21 @@ def random_params(model: nnx.Module, seed: int, std: float) -> nnx.Module:
     return nnx.merge(graphdef, nnx.from_flat_state(filled), rest)
 
 
+def _with_given_unet(cfg: Any, given: dict[str, nnx.Module]) -> SamplerModels:
+    p = precision_from(cfg)
+    root = _dir(cfg.sdxl_folder, "sdxl_folder")
+    vae_folder = _dir(cfg.vae_folder, "vae_folder") if cfg.get("vae_folder") else os.path.join(root, "vae")
+    cnet = lambda field: load_pretrained(ControlNetModel, _dir(cfg[field], field), p) if cfg.get(field) else None
+    return SamplerModels(
+        text_encoder=load_pretrained(CLIPTextModel, os.path.join(root, "text_encoder"), p),
+        text_encoder_2=load_pretrained(CLIPTextModelWithProjection, os.path.join(root, "text_encoder_2"), p),
+        unet=given["unet"],
+        vae=load_pretrained(AutoencoderKL, vae_folder, Precision(jnp.float32, jnp.float32, p.attention)),
+        scnet=given.get("scnet") or cnet("scnet_folder"),
+        oben=given.get("oben") or cnet("oben_folder"),
+    )
+
+
 def tiny_models(
     seed: int = 0, *, scnet: bool = True, oben: bool = True, identity: bool = True, std: float = 0.05
 ) -> SamplerModels:
@@ -114,8 +130,18 @@ def tiny_models(
     )
 
 
-def load_models(cfg: Any) -> SamplerModels:
-    """Networks from the `model` config section (see the module docstring)."""
+def load_models(cfg: Any, **given: nnx.Module) -> SamplerModels:
+    """Networks from the `model` config section (see the module docstring).
+
+    `given` networks (e.g. a trainer's `unet=` and current `scnet=`) are used as they are instead of loading.
+    """
+    if given:
+        if set(given) - {"unet", "scnet", "oben"}:
+            raise ValueError(f"load_models: only unet, scnet and oben can be given, got {sorted(given)}")
+        if cfg.get("identitynet_folder") or cfg.get("ip_adapter_file"):
+            raise ValueError("load_models: a given UNet cannot take the identity branch's IP-Adapter weights")
+        loaded = load_models(cfg) if "unet" not in given else None
+        return dataclasses.replace(loaded, **given) if loaded else _with_given_unet(cfg, given)
     if not cfg.get("sdxl_folder"):
         return tiny_models(
             cfg.get("seed", 0),

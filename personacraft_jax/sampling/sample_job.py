@@ -14,6 +14,7 @@ data_prep's renderer, embed the reference faces, tokenize, compile and run the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -125,10 +126,20 @@ def _mesh_for(batch: int) -> Any:
     return make_mesh({"data": n}, jax.devices()[:n])
 
 
-def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, out: str | os.PathLike) -> dict:
-    """The whole command; returns the settings dict it writes to `out/settings.json`."""
-    import jax
+@dataclasses.dataclass
+class PreparedJob:
+    """A scene ready to sample: its conditioning, the sampler (models loaded) and the inputs."""
 
+    scene: Any
+    cond: Any
+    sampler: Any
+    inputs: Any
+    embeddings: np.ndarray | None
+
+
+def prepare_job(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, **given: Any) -> PreparedJob:
+    """Reads the scene, renders its conditioning, loads the models (`given` ones are used as they are, see
+    `models.load_models`) and builds the sampler inputs."""
     from data_prep.render import SceneRenderer
     from personacraft_jax.sampling import schedulers as S
     from personacraft_jax.sampling.models import load_models
@@ -136,9 +147,6 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
     from personacraft_jax.sampling.scene_file import load_scene_file
     from personacraft_jax.sampling.scene_inputs import build_inputs, render_conditioning
 
-    out = pathlib.Path(out).expanduser()
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     scene = load_scene_file(scene_path, size_multiple=cfg.size_multiple)
     _log(f"scene {scene.source}: {len(scene.people)} people, {scene.width}x{scene.height}, {scene.steps} steps, "
          f"seeds {list(scene.seeds)}")  # fmt: skip
@@ -149,14 +157,8 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
             scene, _body_model(cfg), renderer, edge_radius=cfg.edge_radius, occlusion_radius=cfg.occlusion_radius,
             region_radius=cfg.region_radius, latent_factor=cfg.latent_factor,
         )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    written = write_conditioning(out / "conditioning", scene, cond)
-    np.save(out / "conditioning" / "face_kps.npy", np.asarray(cond.maps["face_kps"], np.float32))
-    timings["render_s"] = time.perf_counter() - t0
-    _log(f"rendered the conditioning ({timings['render_s']:.1f} s); faces visible: {cond.face_visible.tolist()}")
-
-    t0 = time.perf_counter()
-    models = load_models(cfg.model)
+    _log(f"rendered the conditioning; faces visible: {cond.face_visible.tolist()}")
+    models = load_models(cfg.model, **given)
     tokenizer = _tokenizer(cfg)
     identity = models.identitynet is not None and models.resampler is not None
     embeddings = face_embeddings(scene, cfg, models.resampler.config.embedding_dim) if identity else None
@@ -173,8 +175,23 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
         oa_fraction=scene.oa_cfg["fraction"],
     )  # fmt: skip
     sampler = Sampler(models, settings, mesh=_mesh_for(len(scene.seeds)))
-    timings["load_s"] = time.perf_counter() - t0
-    _log(f"loaded the models ({timings['load_s']:.1f} s); identity {'on' if embeddings is not None else 'off'}")
+    _log(f"loaded the models; identity {'on' if embeddings is not None else 'off'}")
+    return PreparedJob(scene, cond, sampler, inputs, embeddings)
+
+
+def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """The whole command; returns the settings dict it writes to `out/settings.json`."""
+    import jax
+
+    out = pathlib.Path(out).expanduser()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    job = prepare_job(cfg, scene_path)
+    scene, cond, sampler, inputs, embeddings = job.scene, job.cond, job.sampler, job.inputs, job.embeddings
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_conditioning(out / "conditioning", scene, cond)
+    np.save(out / "conditioning" / "face_kps.npy", np.asarray(cond.maps["face_kps"], np.float32))
+    timings["prepare_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     compiled = sampler.compile(inputs)
@@ -206,3 +223,31 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
     (out / "settings.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     _log(f"wrote {len(files)} image(s), {len(written)} conditioning maps and settings.json to {out}")
     return result
+
+
+class ValidationSampler:
+    """Samples a fixed validation scene with the *current* trained ControlNets, for TensorBoard during training.
+
+    Built once (render, tokenize, load the frozen networks, compile); each call swaps in the trainer's SCNet /
+    OBEN parameters (cast to the sampler's dtypes and placed as its parameters are) and returns the images, (B, H, W, 3) uint8.
+    """
+
+    def __init__(self, cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, **networks: Any):
+        self.job = prepare_job(cfg, scene_path, **networks)
+        sampler = self.job.sampler
+        self._compiled = sampler.compile(self.job.inputs)
+        self._inputs = sampler.place(self.job.inputs)
+
+    def __call__(self, trained: dict[str, Any]) -> np.ndarray:
+        import jax
+
+        sampler = self.job.sampler
+        params = dict(sampler.params)
+        for name, state in trained.items():
+            if name not in params:
+                raise ValueError(f"the validation sampler has no {name!r} network (config model.{name}_folder)")
+            params[name] = jax.tree.map(
+                lambda new, old: jax.device_put(new.astype(old.dtype), old.sharding), state, params[name]
+            )
+        _, images = self._compiled(params, sampler.schedule, self._inputs)
+        return (np.asarray(jax.device_get(images)) * 255.0 + 0.5).astype(np.uint8)

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -97,6 +98,7 @@ class Trainer:
         empty_prompt = empty_prompt or {"prompt_embeds": np.zeros((1, 1)), "pooled_prompt_embeds": np.zeros((1,))}
 
         modules = networks_lib.build_networks(config.model, self.step_cfg.trainable, use_oben, int(config.seed))
+        self.validation = _validation_sampler(config, modules)
         self.nets, params = step_lib.split_networks(modules)
         del modules
         trainable = {name: params.pop(name) for name in self.step_cfg.trainable}
@@ -204,6 +206,8 @@ class Trainer:
                 self._check_finite(record)
                 if writer is not None:
                     writer.write_scalars(step, record)
+                if self.validation is not None and step % int(cfg.log.sample_every_steps) == 0:
+                    self.write_validation_samples(step, writer)
                 if step % int(cfg.checkpoint.every_steps) == 0 or step == end:
                     self.save()
                 if _any_process(stop.requested):
@@ -216,6 +220,16 @@ class Trainer:
                 signal.signal(signal.SIGTERM, previous)
         return history
 
+    def write_validation_samples(self, step: int, writer: MetricsWriter | None) -> np.ndarray:
+        """Samples the validation scene with the current trained nets; logs the images; returns them."""
+        start = time.perf_counter()
+        images = self.validation({name: self.state.params[name] for name in self.step_cfg.trainable})
+        logging.info("validation samples at step %d (%.1f s)", step, time.perf_counter() - start)
+        if writer is not None:
+            seeds = self.validation.job.scene.seeds
+            writer.write_images(step, {f"samples/seed{seed}": image for seed, image in zip(seeds, images)})
+        return images
+
     def _check_finite(self, record: Mapping[str, float]) -> None:
         if record["finite"]:
             return
@@ -227,6 +241,22 @@ class Trainer:
 
     def close(self) -> None:
         self.checkpointer.close()
+
+
+def _validation_sampler(config: Any, modules: Mapping[str, Any]) -> Any:
+    """The `log.sample_every_steps` sampler (None when off); checks its config fields at start-up."""
+    if not config.log.get("sample_every_steps"):
+        return None
+    if not config.model.sdxl_folder:
+        raise ValueError("config log.sample_every_steps needs model.sdxl_folder (VAE, text encoders, tokenizers)")
+    if not config.log.sample_scene or not os.path.isfile(os.path.expanduser(config.log.sample_scene)):
+        raise ValueError(f"config log.sample_scene={config.log.sample_scene!r}: a scene file is required")
+    from personacraft_jax.sampling.sample_job import ValidationSampler
+
+    sample_cfg = ml_collections.ConfigDict(config.log.sample.to_dict())
+    sample_cfg.model.sdxl_folder = config.model.sdxl_folder
+    given = {name: module for name, module in modules.items() if name in ("unet", "scnet", "oben")}
+    return ValidationSampler(sample_cfg, os.path.expanduser(config.log.sample_scene), **given)
 
 
 def _is_main_thread() -> bool:
