@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint fmt tpu-venv clean-venv
+.PHONY: venv test demo lint fmt tpu-venv clean-venv
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m launch.demo --config=configs/demo.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -61,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.min_snr_gamma = config_dict.placeholder(float)
     c.train.prediction_type = "epsilon"
     c.train.nan_policy = "skip"
-    c.train.scaling_factor = 0.13025  # SDXL VAE
+    c.train.scaling_factor = 0.13025  # SDXL's VAE; model.sdxl_folder's vae/config.json overrides it
     c.train.scnet_scale = 1.0
     c.train.oben_scale = 1.0
     c.train.noise_schedule = ml_collections.ConfigDict(

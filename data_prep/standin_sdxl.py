@@ -5,7 +5,8 @@
 `text_encoder_2/` (bigG-like, with projection), `tokenizer/` and `tokenizer_2/` (a character-level CLIP BPE
 tokenizer), and `scheduler/scheduler_config.json` (SDXL's). The shapes fit together exactly as SDXL's do
 (text widths 8 + 16 = the UNet's cross-attention 24; pooled 16 + 6 x 8 time ids = 64). The weights are
-random: everything downstream runs for real, but the pictures mean nothing.
+random: everything downstream runs for real, but the pictures mean nothing. The VAE's `scaling_factor` is
+calibrated so that its latents have unit variance.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ import os
 import pathlib
 import shutil
 import tempfile
+
+
+def _calibrated_scaling_factor(vae) -> float:
+    """1 / std of the latent means of smooth random images, as SD's scaling factor was chosen (unit-variance
+    latents); SDXL's 0.13025 belongs to SDXL's VAE, not to a random one."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(16, 3, 8, 8, generator=g) * 2 - 1
+    images = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        std = vae.encode(images).latent_dist.mean.std().item()
+    return round(1.0 / std, 5)
 
 
 def write_standin_sdxl(root: str | os.PathLike, seed: int = 0) -> pathlib.Path:
@@ -36,7 +50,9 @@ def write_standin_sdxl(root: str | os.PathLike, seed: int = 0) -> pathlib.Path:
     try:
         torch.manual_seed(seed)
         UNet2DConditionModel(**unet_lib.preset("tiny")).save_pretrained(tmp / "unet")
-        AutoencoderKL(**TINY_VAE).save_pretrained(tmp / "vae")
+        vae = AutoencoderKL(**TINY_VAE)
+        vae.register_to_config(scaling_factor=_calibrated_scaling_factor(vae))
+        vae.save_pretrained(tmp / "vae")
         CLIPTextModel(CLIPTextConfig(**TINY_CLIP_1)).save_pretrained(tmp / "text_encoder")
         CLIPTextModelWithProjection(CLIPTextConfig(**TINY_CLIP_2)).save_pretrained(tmp / "text_encoder_2")
         write_tiny_tokenizer(tmp / "tokenizer")

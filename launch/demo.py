@@ -17,6 +17,7 @@ use needs SDXL, SMPL-X and face model folders (see README).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -114,7 +115,8 @@ def _heldout_metrics(cfg, sdxl, heldout_dir, scnet_folder, oben_folder) -> dict:
         {k: np.stack([e[k] for e in examples[i : i + cfg.batch_size]]) for k in examples[0]}
         for i in range(0, len(examples) - cfg.batch_size + 1, cfg.batch_size)
     ]
-    return heldout_losses(nets, params, batches, scaling_factor=0.13025)
+    scaling_factor = json.loads((sdxl / "vae" / "config.json").read_text())["scaling_factor"]
+    return heldout_losses(nets, params, batches, scaling_factor=scaling_factor)
 
 
 def _heldout_scene(cfg, out: pathlib.Path) -> pathlib.Path:
@@ -179,7 +181,12 @@ def run_demo(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         _log(f"{name}: {timings[name]:.1f} s")
 
     _log("1/7 tiny random SDXL stand-in (diffusers format)")
-    sdxl = write_standin_sdxl(pathlib.Path(os.path.expanduser(cfg.cache_dir)) / f"standin_sdxl_{cfg.seed}", cfg.seed)
+    from data_prep import standin_sdxl
+
+    # Cached per seed and per version of the generator's source (a changed generator writes a new folder).
+    version = hashlib.sha256(pathlib.Path(standin_sdxl.__file__).read_bytes()).hexdigest()[:10]
+    cache = pathlib.Path(os.path.expanduser(cfg.cache_dir))
+    sdxl = write_standin_sdxl(cache / f"standin_sdxl_{cfg.seed}_{version}", cfg.seed)
     lap("standin_sdxl")
     _log(f"2/7 synthetic data: {cfg.data.train_examples} training + {cfg.data.heldout_examples} held-out scenes")
     _prep(cfg, sdxl, out / "data", cfg.data.train_examples, cfg.seed, preview=0)

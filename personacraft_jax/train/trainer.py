@@ -9,6 +9,7 @@ checkpoint at the next step boundary and returns.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import time
@@ -37,7 +38,18 @@ class NonFiniteError(FloatingPointError):
     """Raised under `train.nan_policy='stop'` when a step's loss or gradients are not finite."""
 
 
-def step_config(cfg: Any, use_oben: bool) -> step_lib.StepConfig:
+def vae_scaling_factor(config: Any) -> float:
+    """The latent scaling factor: the SDXL folder's `vae/config.json` when there is one, else
+    `train.scaling_factor` (SDXL's 0.13025 by default)."""
+    if config.model.sdxl_folder:
+        vae_config = os.path.join(os.path.expanduser(config.model.sdxl_folder), "vae", "config.json")
+        if os.path.isfile(vae_config):
+            with open(vae_config) as f:
+                return float(json.load(f)["scaling_factor"])
+    return float(config.train.scaling_factor)
+
+
+def step_config(cfg: Any, use_oben: bool, scaling_factor: float | None = None) -> step_lib.StepConfig:
     """StepConfig from the `train` section (validates trainable names and policies)."""
     scales = (("scnet", float(cfg.scnet_scale)), ("oben", float(cfg.oben_scale)))
     return step_lib.StepConfig(
@@ -46,7 +58,7 @@ def step_config(cfg: Any, use_oben: bool) -> step_lib.StepConfig:
         min_snr_gamma=cfg.min_snr_gamma,
         prediction_type=cfg.prediction_type,
         nan_policy=cfg.nan_policy,
-        scaling_factor=float(cfg.scaling_factor),
+        scaling_factor=float(cfg.scaling_factor if scaling_factor is None else scaling_factor),
         conditioning_scales=scales if use_oben else scales[:1],
     )
 
@@ -89,7 +101,7 @@ class Trainer:
         if global_batch % shards:
             raise ValueError(f"config data.batch_size={global_batch} is not divisible by data x fsdp = {shards}")
         use_oben = uses_oben(config)
-        self.step_cfg = step_config(config.train, use_oben)
+        self.step_cfg = step_config(config.train, use_oben, vae_scaling_factor(config))
         if config.data.caption_dropout > 0 and empty_prompt is None:
             raise ValueError(
                 "config data.caption_dropout > 0 needs the empty prompt's embeddings (the data set's "
