@@ -20,8 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.heldout_examples = 24
     c.data.max_people = 3
 
-    c.scnet = ml_collections.ConfigDict({"steps": 200, "learning_rate": 3e-4})
-    c.oben = ml_collections.ConfigDict({"steps": 100, "learning_rate": 3e-4, "lambda_occ": 2.0})
+    c.scnet = ml_collections.ConfigDict({"steps": 200, "learning_rate": 1e-3})
+    c.oben = ml_collections.ConfigDict({"steps": 100, "learning_rate": 1e-3, "lambda_occ": 2.0})
     c.batch_size = 8
 
     c.sample = ml_collections.ConfigDict()

@@ -105,6 +105,7 @@ def test_training_reduces_the_loss(tmp_path):
         (lambda c: setattr(c.model, "sdxl_folder", "/nonexistent/sdxl"), "model.sdxl_folder"),
         (lambda c: setattr(c.model, "scnet_folder", "/nonexistent/scnet"), "model.scnet_folder"),
         (lambda c: setattr(c.train, "nan_policy", "ignore"), "train.nan_policy"),
+        (lambda c: setattr(c.train, "trainable", ("oben",)), "model.scnet_folder is required"),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_field(tmp_path, change, message):
@@ -189,7 +190,7 @@ class _SigtermAt:
 
 def test_sigterm_saves_and_stops(straight_run, tmp_path):
     cfg = fx.config()
-    cfg.checkpoint.every_steps = 1000
+    cfg.checkpoint.every_steps = 2  # the signal arrives on a checkpoint step: one save, not two
     trainer = _trainer(tmp_path, cfg)
     history = trainer.train(5, writer=_SigtermAt(2))
     trainer.close()

@@ -24,6 +24,7 @@ from flax import nnx
 
 from personacraft_jax.convert import folders
 from personacraft_jax.convert import state_dict as sd
+from personacraft_jax.convert.pretrained import abstract_rngs
 from personacraft_jax.convert.safetensors_io import WeightFileError, read_safetensors
 from personacraft_jax.models.layers import Precision
 from personacraft_jax.models.resampler import Resampler, load_resampler
@@ -117,7 +118,7 @@ def load_unet_with_ip_adapter(
     tensors, source = folders.read_weights(unet_folder)
     num_tokens = int(weights["image_proj"]["latents"].shape[1])
     abstract = nnx.eval_shape(
-        lambda: UNet2DConditionModel(config, precision, rngs=nnx.Rngs(0), ip_adapter_tokens=num_tokens)
+        lambda: UNet2DConditionModel(config, precision, rngs=abstract_rngs(0), ip_adapter_tokens=num_tokens)
     )
     tensors = {**tensors, **ip_adapter_unet_keys(abstract, weights["ip_adapter"])}
     return sd.load_state_dict(abstract, tensors, source=f"{source} + ip_adapter")

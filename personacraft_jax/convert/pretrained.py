@@ -72,6 +72,8 @@ def abstract_rngs(seed: int = 0) -> nnx.Rngs:
     With a jax-array counter, every draw inside the trace makes flax query the traced counter's
     `.sharding`, and jax builds that error message by walking the whole trace so far: quadratic in the
     number of parameters (minutes for the SDXL UNet). A numpy counter stays concrete; the keys are the same.
+    Only for abstract builds: the counter is incremented in place, which would race with asynchronous
+    device computations reading it in a concrete build.
     """
     rngs = nnx.Rngs(seed)
     rngs.default.count.set_value(np.zeros((), np.uint32))

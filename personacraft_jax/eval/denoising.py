@@ -46,6 +46,8 @@ def heldout_losses(
     `params` holds 'unet', 'scnet' and optionally 'oben'; without OBEN only the first two variants run.
     """
     noise_schedule = noise_schedule or schedulers.SchedulerConfig()
+    if noise_schedule.prediction_type != "epsilon":
+        raise ValueError(f"heldout_losses compares epsilon predictions; got {noise_schedule.prediction_type!r}")
     variants = ["scnet", "scnet_zero_cond"] + (["scnet_oben"] if "oben" in params else [])
 
     @jax.jit

@@ -103,7 +103,7 @@ def compile_train_step(config: Any, devices: list, chip: str | None = None) -> t
     use_oben = trainer_lib.uses_oben(config)
     step_cfg = trainer_lib.step_config(config.train, use_oben)
     modules = nnx.eval_shape(
-        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed))
+        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed), abstract=True)
     )
     nets, params = step_lib.split_networks(modules)
     unet_config = modules["unet"].config

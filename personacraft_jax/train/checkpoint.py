@@ -1,8 +1,10 @@
 """orbax checkpoints of the train state and the data-iterator state.
 
 One checkpoint = `state` (the TrainState pytree: trainable parameters, optimizer state, step, RNG) +
-`data` (a JSON dict with each process's grain iterator state, captured synchronously at save time so an
-async save never sees a later iterator position). Saves are atomic (orbax writes to a temporary directory
+`data` (a JSON dict {"process_<i>": grain iterator state} of every process, gathered to the primary process
+and captured synchronously at save time, so an async save never sees a later iterator position). Resuming
+with a different number of processes is an error (per-process iterator states cannot be re-split); the
+parameters themselves restore onto any mesh. Saves are atomic (orbax writes to a temporary directory
 and renames it when complete); `keep` bounds how many are kept.
 
 Restores go into *target* shardings (any mesh), and every failure is an error: a missing directory item,
@@ -49,8 +51,9 @@ class Checkpointer:
             force=True,
         )
 
-    def restore(self, step: int | None, target: Any) -> tuple[Any, dict[str, Any]]:
-        """Restores checkpoint `step` (None = latest) into `target` (see `abstract_with_shardings`)."""
+    def restore(self, step: int | None, target: Any, with_data: bool = True) -> tuple[Any, dict[str, Any] | None]:
+        """Restores checkpoint `step` (None = latest) into `target` (see `abstract_with_shardings`); returns
+        (state, data state) — the data state only `with_data`."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{self.directory}: no checkpoint to restore")
@@ -59,11 +62,13 @@ class Checkpointer:
         try:
             restored = self._manager.restore(
                 step,
-                args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), **({"data": ocp.args.JsonRestore()} if with_data else {})
+                ),
             )
         except Exception as e:  # orbax raises many types; re-raise with the checkpoint named.
             raise CheckpointError(f"{self.directory}: restoring step {step} failed: {e}") from e
-        return restored["state"], restored["data"]
+        return restored["state"], restored["data"] if with_data else None
 
     def wait(self) -> None:
         """Blocks until an in-flight async save is complete on disk."""

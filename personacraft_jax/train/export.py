@@ -41,7 +41,7 @@ def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | No
     use_oben = trainer_lib.uses_oben(config)
     step_cfg = trainer_lib.step_config(config.train, use_oben)
     modules = nnx.eval_shape(
-        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed))
+        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed), abstract=True)
     )
     nets, params = step_lib.split_networks(modules)
     trainable = {name: params[name] for name in step_cfg.trainable}
@@ -51,7 +51,9 @@ def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | No
     shardings = state_lib.train_state_shardings(abstract, optimizer, mesh)
     checkpointer = checkpoint_lib.Checkpointer(pathlib.Path(workdir) / "checkpoints", async_save=False)
     try:
-        state, _ = checkpointer.restore(step, checkpoint_lib.abstract_with_shardings(abstract, shardings))
+        state, _ = checkpointer.restore(
+            step, checkpoint_lib.abstract_with_shardings(abstract, shardings), with_data=False
+        )
     finally:
         checkpointer.close()
     return {name: nets.module(name, state.params[name]) for name in step_cfg.trainable}

@@ -7,8 +7,10 @@
   `oben_conditioning_channels` (default 2 = depth edges + occlusion). *(our design)* OBEN has SCNet's
   architecture; it is "lighter" only in its input (2 channels of boundary maps) and its training signal.
 
-Random initialisation uses `abstract_rngs` (the same keys as `nnx.Rngs`), which keeps `nnx.eval_shape`
-of the SDXL-size networks (launch.aot_compile, launch.export) linear in the parameter count.
+`abstract=True` (for callers inside `nnx.eval_shape`: launch.aot_compile, launch.export) uses
+`abstract_rngs`, which keeps abstract SDXL-size builds linear in the parameter count; concrete builds use
+`nnx.Rngs` (abstract_rngs' host-side counter is mutated in place, which races with asynchronous device
+computations that read it).
 
 Frozen networks store parameters in `model.frozen_param_dtype` (bf16 on accelerators); trainable ones in
 fp32 (master weights); all compute in `model.dtype`.
@@ -44,34 +46,42 @@ def _require_dir(path: str, field: str) -> str:
     return path
 
 
-def build_unet(model_cfg: Any, seed: int) -> UNet2DConditionModel:
+def _rngs(seed: int, abstract: bool) -> nnx.Rngs:
+    return abstract_rngs(seed) if abstract else nnx.Rngs(seed)
+
+
+def build_unet(model_cfg: Any, seed: int, abstract: bool = False) -> UNet2DConditionModel:
     precision = _precision(model_cfg, trainable=False)
     if model_cfg.sdxl_folder:
         folder = _require_dir(os.path.join(model_cfg.sdxl_folder, "unet"), "model.sdxl_folder (its unet/)")
         return load_pretrained(UNet2DConditionModel, folder, precision)
     config = UNetConfig.from_diffusers(unet_lib.preset(model_cfg.unet_preset))
-    return UNet2DConditionModel(config, precision, rngs=abstract_rngs(seed))
+    return UNet2DConditionModel(config, precision, rngs=_rngs(seed, abstract))
 
 
 def build_controlnet(
-    model_cfg: Any, name: str, unet: UNet2DConditionModel, trainable: bool, seed: int
+    model_cfg: Any, name: str, unet: UNet2DConditionModel, trainable: bool, seed: int, abstract: bool = False
 ) -> ControlNetModel:
     precision = _precision(model_cfg, trainable)
     folder = model_cfg.get(f"{name}_folder")
     if folder:
         return load_pretrained(ControlNetModel, _require_dir(folder, f"model.{name}_folder"), precision)
+    if not trainable:  # a frozen from_unet ControlNet would add exactly zero residuals
+        raise ValueError(f"config model.{name}_folder is required: {name} is frozen (not in train.trainable)")
     return ControlNetModel.from_unet(
         unet,
         conditioning_channels=model_cfg[f"{name}_conditioning_channels"],
         precision=precision,
-        rngs=abstract_rngs(seed),
+        rngs=_rngs(seed, abstract),
     )
 
 
-def build_networks(model_cfg: Any, trainable: tuple[str, ...], use_oben: bool, seed: int) -> dict[str, nnx.Module]:
-    """{'unet', 'scnet'[, 'oben']} ready for `train.step.split_networks`."""
-    unet = build_unet(model_cfg, seed)
-    nets = {"unet": unet, "scnet": build_controlnet(model_cfg, "scnet", unet, "scnet" in trainable, seed + 1)}
+def build_networks(
+    model_cfg: Any, trainable: tuple[str, ...], use_oben: bool, seed: int, abstract: bool = False
+) -> dict[str, nnx.Module]:
+    """{'unet', 'scnet'[, 'oben']} ready for `train.step.split_networks` (`abstract`: see the module doc)."""
+    unet = build_unet(model_cfg, seed, abstract)
+    nets = {"unet": unet, "scnet": build_controlnet(model_cfg, "scnet", unet, "scnet" in trainable, seed + 1, abstract)}
     if use_oben:
-        nets["oben"] = build_controlnet(model_cfg, "oben", unet, "oben" in trainable, seed + 2)
+        nets["oben"] = build_controlnet(model_cfg, "oben", unet, "oben" in trainable, seed + 2, abstract)
     return nets

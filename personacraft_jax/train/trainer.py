@@ -91,9 +91,11 @@ class Trainer:
         self.config = config
         self.workdir = os.fspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
-        if jax.process_index() == 0:  # what launch.export rebuilds the networks from
-            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+        if jax.process_index() == 0:  # what launch.export rebuilds the networks from (written atomically)
+            path = os.path.join(self.workdir, "config.json")
+            with open(f"{path}.tmp", "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
+            os.replace(f"{path}.tmp", path)
         self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
         self.rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
         global_batch = int(config.data.batch_size)
@@ -140,10 +142,18 @@ class Trainer:
             worker_count=int(config.data.worker_count),
         )
         self.iterator = iter(self.loader)
+        self._last_saved_step: int | None = None  # the step of the last checkpoint written or restored
         if self.checkpointer.latest_step() is not None:
             target = checkpoint_lib.abstract_with_shardings(abstract, self.state_shardings)
             self.state, data_state = self.checkpointer.restore(None, target)
-            self.iterator.set_state(data_state[f"process_{jax.process_index()}"].encode())
+            own = f"process_{jax.process_index()}"
+            if own not in data_state or len(data_state) != jax.process_count():
+                raise checkpoint_lib.CheckpointError(
+                    f"{self.checkpointer.directory}: the checkpoint holds data-iterator states of {sorted(data_state)}; "
+                    f"this run has {jax.process_count()} processes (resume with the same number of processes)"
+                )
+            self.iterator.set_state(data_state[own].encode())
+            self._last_saved_step = int(self.state.step)
             logging.info("resumed from %s at step %d", self.checkpointer.directory, int(self.state.step))
         else:
             init = jax.jit(
@@ -185,8 +195,12 @@ class Trainer:
         return loader_lib.global_batch(next(self.iterator), self.mesh, self.rules)
 
     def save(self) -> None:
-        data_state = {f"process_{jax.process_index()}": self.iterator.get_state().decode()}
-        self.checkpointer.save(int(self.state.step), self.state, data_state)
+        """Checkpoints the current step (once: a second request for the same step is a no-op)."""
+        step = int(self.state.step)
+        if step != self._last_saved_step:
+            states = _gather_strings(self.iterator.get_state().decode())
+            self.checkpointer.save(step, self.state, {f"process_{i}": s for i, s in enumerate(states)})
+            self._last_saved_step = step
 
     @property
     def step(self) -> int:
@@ -213,7 +227,8 @@ class Trainer:
                 record.update(step=step, learning_rate=float(self.lr_schedule(step - 1)), step_time=elapsed)
                 record["examples_per_second"] = cfg.data.batch_size / elapsed
                 if self.flops_per_step:
-                    record["tflops_per_device"] = self.flops_per_step / elapsed / 1e12 / self.mesh.size
+                    # cost_analysis of an SPMD program counts one device's share.
+                    record["tflops_per_device"] = self.flops_per_step / elapsed / 1e12
                 history.append(record)
                 self._check_finite(record)
                 if writer is not None:
@@ -261,6 +276,8 @@ def _validation_sampler(config: Any, modules: Mapping[str, Any]) -> Any:
         return None
     if not config.model.sdxl_folder:
         raise ValueError("config log.sample_every_steps needs model.sdxl_folder (VAE, text encoders, tokenizers)")
+    if jax.process_count() > 1:  # it holds a replicated copy of the frozen networks on process-local devices
+        raise ValueError("config log.sample_every_steps is single-process only; sample from exported checkpoints")
     if not config.log.sample_scene or not os.path.isfile(os.path.expanduser(config.log.sample_scene)):
         raise ValueError(f"config log.sample_scene={config.log.sample_scene!r}: a scene file is required")
     from personacraft_jax.sampling.sample_job import ValidationSampler
@@ -269,6 +286,20 @@ def _validation_sampler(config: Any, modules: Mapping[str, Any]) -> Any:
     sample_cfg.model.sdxl_folder = config.model.sdxl_folder
     given = {name: module for name, module in modules.items() if name in ("unet", "scnet", "oben")}
     return ValidationSampler(sample_cfg, os.path.expanduser(config.log.sample_scene), **given)
+
+
+def _gather_strings(local: str) -> list[str]:
+    """Every process's `local` string, in process order (orbax writes JSON items from the primary only)."""
+    if jax.process_count() == 1:
+        return [local]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(local.encode(), np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[: data.size] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded))
+    return [bytes(row[:n]).decode() for row, n in zip(gathered, lengths, strict=True)]
 
 
 def _is_main_thread() -> bool:
