@@ -53,7 +53,7 @@ COPIED_FROM_UNET = ("conv_in", "time_embedding", "add_embedding", "down_blocks",
 
 
 @dataclasses.dataclass(frozen=True)
-class ControlNetConfig:
+class ControlNetConfig(unet_lib.BlockLayout):
     """diffusers `ControlNetModel` config (field names and defaults as diffusers); see `preset`."""
 
     in_channels: int = 4
@@ -168,26 +168,10 @@ class ControlNetConfig:
         )
 
     @property
-    def num_blocks(self) -> int:
-        return len(self.down_block_types)
-
-    @property
     def heads(self) -> tuple[int, ...]:
         """Head COUNT per block: num_attention_heads, else (diffusers' quirk) attention_head_dim."""
         value = self.num_attention_heads if self.num_attention_heads is not None else self.attention_head_dim
         return per_block(value, self.num_blocks, "attention_head_dim")
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return per_block(self.layers_per_block, self.num_blocks, "layers_per_block")
-
-    @property
-    def cross_attention_dims(self) -> tuple[int, ...]:
-        return per_block(self.cross_attention_dim, self.num_blocks, "cross_attention_dim")
-
-    @property
-    def transformer_depths(self) -> tuple[Any, ...]:
-        return per_block(self.transformer_layers_per_block, self.num_blocks, "transformer_layers_per_block")
 
     @property
     def time_embed_dim(self) -> int:

@@ -68,6 +68,31 @@ UNET_FIXED_KEYS: dict[str, tuple[Any, ...]] = {
 C = TypeVar("C")
 
 
+class BlockLayout:
+    """Per-down-block views of the diffusers fields a UNet and a ControlNet config share."""
+
+    down_block_types: tuple[str, ...]
+    layers_per_block: Any
+    cross_attention_dim: Any
+    transformer_layers_per_block: Any
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.down_block_types)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return per_block(self.layers_per_block, self.num_blocks, "layers_per_block")
+
+    @property
+    def cross_attention_dims(self) -> tuple[int, ...]:
+        return per_block(self.cross_attention_dim, self.num_blocks, "cross_attention_dim")
+
+    @property
+    def transformer_depths(self) -> tuple[Any, ...]:
+        return per_block(self.transformer_layers_per_block, self.num_blocks, "transformer_layers_per_block")
+
+
 def _freeze(value: Any) -> Any:
     """JSON lists -> tuples (recursively), so configs are hashable."""
     return tuple(_freeze(v) for v in value) if isinstance(value, list | tuple) else value
@@ -124,7 +149,7 @@ def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(BlockLayout):
     """diffusers `UNet2DConditionModel` config (field names and defaults as diffusers); see `preset`."""
 
     sample_size: int | None = None
@@ -200,25 +225,9 @@ class UNetConfig:
         return diffusers_dict(self, UNET_FIXED_KEYS, "UNet2DConditionModel")
 
     @property
-    def num_blocks(self) -> int:
-        return len(self.down_block_types)
-
-    @property
     def heads(self) -> tuple[int, ...]:
         """Attention head COUNT per down block (diffusers: num_attention_heads = attention_head_dim)."""
         return per_block(self.attention_head_dim, self.num_blocks, "attention_head_dim")
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return per_block(self.layers_per_block, self.num_blocks, "layers_per_block")
-
-    @property
-    def cross_attention_dims(self) -> tuple[int, ...]:
-        return per_block(self.cross_attention_dim, self.num_blocks, "cross_attention_dim")
-
-    @property
-    def transformer_depths(self) -> tuple[Any, ...]:
-        return per_block(self.transformer_layers_per_block, self.num_blocks, "transformer_layers_per_block")
 
     @property
     def up_transformer_depths(self) -> tuple[Any, ...]:

@@ -51,14 +51,6 @@ TINY_VAE: dict[str, Any] = dict(
 )  # fmt: skip
 
 
-def precision_from(cfg: Any) -> Precision:
-    return Precision(
-        dtype=jnp.dtype(cfg.get("dtype", "float32")),
-        param_dtype=jnp.dtype(cfg.get("param_dtype", "float32")),
-        attention=cfg.get("attention", "xla"),
-    )
-
-
 def _dir(path: str | os.PathLike, field: str) -> str:
     path = os.path.expanduser(str(path))
     if not os.path.isdir(path):
@@ -89,7 +81,7 @@ def random_params(model: nnx.Module, seed: int, std: float) -> nnx.Module:
 
 
 def _with_given_unet(cfg: Any, given: dict[str, nnx.Module]) -> SamplerModels:
-    p = precision_from(cfg)
+    p = Precision.from_config(cfg)
     root = _dir(cfg.sdxl_folder, "sdxl_folder")
     vae_folder = _dir(cfg.vae_folder, "vae_folder") if cfg.get("vae_folder") else os.path.join(root, "vae")
     cnet = lambda field: load_pretrained(ControlNetModel, _dir(cfg[field], field), p) if cfg.get(field) else None
@@ -150,7 +142,7 @@ def load_models(cfg: Any, **given: nnx.Module) -> SamplerModels:
             identity=cfg.get("use_identity", True),
             std=cfg.get("random_std", 0.05),
         )
-    p = precision_from(cfg)
+    p = Precision.from_config(cfg)
     root = _dir(cfg.sdxl_folder, "sdxl_folder")
     identity = bool(cfg.get("identitynet_folder")) or bool(cfg.get("ip_adapter_file"))
     if identity and not (cfg.get("identitynet_folder") and cfg.get("ip_adapter_file")):
