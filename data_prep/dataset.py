@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
-import json
 import os
 import pathlib
 import shutil
@@ -34,11 +33,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep.examples import SkipExample
+from personacraft_jax import atomic_write
 
 NAME = "personacraft_scenes"
 REPORT_FILE = "prep_report.json"
 MAX_LISTED_SKIPS = 1000  # skipped examples listed by id in the report (all are counted)
-SDXL_FIELDS = ("latent_mean", "latent_logvar", "prompt_embeds", "pooled_prompt_embeds")
 
 
 def features(include_sdxl: bool) -> tfds.features.FeaturesDict:
@@ -211,12 +210,6 @@ def is_complete(data_dir: str | os.PathLike) -> bool:
     return (version_dir(data_dir) / "dataset_info.json").is_file()
 
 
-def _write_json_atomically(path: pathlib.Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def remove_leftovers(data_dir: str | os.PathLike) -> list[pathlib.Path]:
     """Delete `incomplete.*` folders left by killed builds (never run two builds on one data_dir)."""
     parent = pathlib.Path(data_dir) / NAME
@@ -259,7 +252,7 @@ def build_dataset(
         **dict(info.metadata.get("prep_stats", {})),
         **(extra_report or {}),
     }
-    _write_json_atomically(version_dir(data_dir) / REPORT_FILE, report)
+    atomic_write.write_json(version_dir(data_dir) / REPORT_FILE, report, sort_keys=True)
     return report
 
 

@@ -26,6 +26,10 @@ class FaceModelError(FileNotFoundError):
     """The face model folder or one of its models is missing or unusable."""
 
 
+class NoFaceFoundError(ValueError):
+    """The detector found no face in a reference photo."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Detections:
     """SCRFD output: `boxes` (F, 4) x1, y1, x2, y2; `kps` (F, 5, 2); `scores` (F,); best first."""
@@ -115,6 +119,28 @@ class FaceDetector:
             kps=np.asarray(kps, np.float32).reshape(-1, 5, 2),
             scores=np.asarray(dets[:, 4], np.float32),
         )
+
+
+def largest_face_embedding(image: np.ndarray, detector: FaceDetector, embedder: FaceEmbedder) -> np.ndarray:
+    """The raw (512,) float32 embedding of the largest detected face in an RGB image (InstantID's choice of
+    reference face); NoFaceFoundError if there is none."""
+    found = detector.detect_faces(image)
+    if not len(found.scores):
+        raise NoFaceFoundError("no face found in the image")
+    areas = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+    return np.asarray(embedder.embed_face(image, found.kps[int(np.argmax(areas))]), np.float32).reshape(-1)
+
+
+def embed_reference_photo(path: str | pathlib.Path, detector: FaceDetector, embedder: FaceEmbedder) -> np.ndarray:
+    """`largest_face_embedding` of the photo at `path` (any format PIL reads); errors name the file."""
+    from PIL import Image
+
+    with Image.open(path) as photo:
+        image = np.asarray(photo.convert("RGB"))
+    try:
+        return largest_face_embedding(image, detector, embedder)
+    except NoFaceFoundError:
+        raise NoFaceFoundError(f"no face found in the reference photo {path}") from None
 
 
 def kps_in_frame(kps5: np.ndarray, width: int, height: int, margin: float = 0.0) -> bool:

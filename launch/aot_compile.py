@@ -57,8 +57,9 @@ def main(argv: list[str]) -> None:
     )
     print(json.dumps(result))
     if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump(result, f, indent=2)
+        from personacraft_jax import atomic_write
+
+        atomic_write.write_json(_OUT.value, result)
 
 
 if __name__ == "__main__":

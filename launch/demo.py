@@ -30,6 +30,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from launch import entry
+from personacraft_jax import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config (configs/demo.py).")
 
@@ -225,7 +226,7 @@ def run_demo(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         },
         "timings_s": timings,
     }  # fmt: skip
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write.write_json(out / "metrics.json", metrics)
     _log("7/7 report")
     _write_report(out, metrics, scnet_history, oben_history)
     lap("report")

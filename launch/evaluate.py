@@ -12,7 +12,6 @@ prints a summary.
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 from absl import app, flags
 
 from launch import entry
+from personacraft_jax import atomic_write
 
 _SAMPLES = flags.DEFINE_string("samples", None, "launch.sample output folder (settings.json, image_seed*.png).")
 _FACE_ROOT = flags.DEFINE_string(
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> None:
     except (sample_folder.SampleFolderError, FaceModelError, FitError) as e:
         sys.exit(f"evaluate: {e}")
     out = pathlib.Path(_OUT.value).expanduser() if _OUT.value else folder.root / "metrics.json"
-    out.write_text(json.dumps(_json_ready(metrics), indent=2) + "\n")
+    atomic_write.write_json(out, _json_ready(metrics))
     for line in summary_lines(metrics):
         print(line)
     print(f"wrote {out}")

@@ -262,6 +262,11 @@ def test_reference_fallback_reads_the_scene_file(tmp_path, models):
     np.testing.assert_allclose(refs[1], embedder.embed_face(photo, _kps(*B)), rtol=1e-6)
     with pytest.raises(sample_folder.SampleFolderError, match="cannot be read again"):
         sample_folder.reference_embeddings(folder, detector, embedder)  # the recorded source does not exist
+    Image.fromarray(np.full_like(photo, 10)).save(tmp_path / "bob.png")  # no face any more
+    with pytest.raises(
+        sample_folder.SampleFolderError, match=r"no face found in the reference photo .*bob\.png \(bob\)"
+    ):
+        sample_folder.reference_embeddings(folder, detector, embedder, tmp_path / "scene.json")
 
 
 def test_cli_help_and_run(tmp_path, face_model_root):  # noqa: F811

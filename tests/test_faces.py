@@ -87,3 +87,38 @@ def test_kps_in_frame():
     assert faces.kps_in_frame(kps, 112, 112)
     assert not faces.kps_in_frame(kps + np.array([60.0, 0.0]), 112, 112)
     assert not faces.kps_in_frame(np.full((5, 2), np.nan), 112, 112)
+
+
+def test_largest_face_embedding_embeds_the_largest_detection(face_model_root):  # noqa: F811
+    """Two detections of different sizes (a stand-in detector): the larger one's keypoints are embedded."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    small = testing_face_models.ARCFACE_TEMPLATE_112 * 0.3 + [5.0, 5.0]
+    large = testing_face_models.ARCFACE_TEMPLATE_112 * 0.8 + [30.0, 20.0]
+
+    class TwoFaces:
+        def detect_faces(self, image):
+            boxes = np.array([[5, 5, 40, 40], [30, 20, 120, 110]], np.float32)  # best score first: the small one
+            return faces.Detections(boxes, np.stack([small, large]).astype(np.float32), np.array([0.9, 0.8]))
+
+    embedder = faces.FaceEmbedder(face_model_root)
+    got = faces.largest_face_embedding(image, TwoFaces(), embedder)
+    np.testing.assert_array_equal(got, embedder.embed_face(image, large))
+    assert not np.allclose(got, embedder.embed_face(image, small))
+
+
+def test_embed_reference_photo_reads_the_file_and_names_it_when_faceless(face_model_root, tmp_path):  # noqa: F811
+    from PIL import Image
+
+    photo = np.zeros((128, 128, 3), np.uint8)
+    photo[32:64, 64:96] = 230  # one stride-32 cell: column 2, row 1
+    Image.fromarray(photo).save(tmp_path / "face.png")
+    detector = faces.FaceDetector(face_model_root, det_size=(128, 128))
+    embedder = faces.FaceEmbedder(face_model_root)
+    got = faces.embed_reference_photo(tmp_path / "face.png", detector, embedder)
+    kps = testing_face_models.ARCFACE_TEMPLATE_112 * 32 / 112 + [64, 32]  # where the stand-in puts them
+    np.testing.assert_allclose(got, embedder.embed_face(photo, kps), rtol=1e-4, atol=1e-4)
+
+    Image.fromarray(np.zeros_like(photo)).save(tmp_path / "dark.png")
+    with pytest.raises(faces.NoFaceFoundError, match=r"dark\.png"):
+        faces.embed_reference_photo(tmp_path / "dark.png", detector, embedder)

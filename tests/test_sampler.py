@@ -28,6 +28,7 @@ from personacraft_jax.sampling.sampler import Sampler, SamplerInputs, SamplerMod
 from personacraft_jax.sampling.schedulers import SDXL_SCHEDULER_CONFIG, SchedulerConfig
 from personacraft_jax.sampling.tokenizers import PromptTokenizer
 from tests.fixtures_body import standin_model_root  # noqa: F401 (fixture)
+from tests.fixtures_faces import face_model_root  # noqa: F401 (fixture)
 from tests.sampler_fixtures import write_tiny_pipeline
 from tests.tiny_diffusers import nchw, nhwc, rel_err
 
@@ -164,21 +165,24 @@ def test_launch_sample_help():
     assert "--scene" in result.stdout and "--out" in result.stdout
 
 
-def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root):
-    """1 scene, 2 people with face embeddings, 2 steps, 64x64, 2 seeds (batch sharded over 2 of the 8 test
-    devices), random tiny networks: every output is written."""
+def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root, face_model_root, capfd):
+    """1 scene, 2 people (a: face embedding file, b: face photo), 2 steps, 64x64, 2 seeds (batch sharded over 2
+    of the 8 test devices), random tiny networks: every output is written, with per-step progress."""
     from configs import sample_tiny
+    from data_prep import faces, testing_face_models
     from personacraft_jax.sampling.sample_job import run_sample
 
     rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        np.save(tmp_path / f"{name}.npy", (20 * rng.standard_normal(512)).astype(np.float32))
+    np.save(tmp_path / "a.npy", (20 * rng.standard_normal(512)).astype(np.float32))
+    photo = np.zeros((640, 640, 3), np.uint8)  # the stand-in detector's face: a bright 32 px cell (x 160, y 320)
+    photo[320:352, 160:192] = 230
+    Image.fromarray(photo).save(tmp_path / "b.png")
     scene = {
         "prompt": "two people", "width": 64, "height": 64, "steps": 2, "seeds": [7, 8],
         "oa_cfg": {"mode": "control", "fraction": 0.5},
         "people": [
             {"name": "a", "betas": [0.0] * 10, "transl": [-0.3, -0.55, 3.0], "face": {"embedding": "a.npy"}},
-            {"name": "b", "betas": [1.0] + [0.0] * 9, "transl": [0.25, -0.5, 3.6], "face": {"embedding": "b.npy"},
+            {"name": "b", "betas": [1.0] + [0.0] * 9, "transl": [0.25, -0.5, 3.6], "face": {"image": "b.png"},
              "shape": {"reference": "a", "gamma": 0.5}},
         ],
     }  # fmt: skip
@@ -186,7 +190,10 @@ def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root):
     cfg = sample_tiny.get_config()
     cfg.cache_dir = str(tmp_path / "cache")
     cfg.smplx_model_root = str(standin_model_root)
+    cfg.face_model_root = str(face_model_root)
     result = run_sample(cfg, tmp_path / "scene.json", tmp_path / "out")
+    err = capfd.readouterr().err
+    assert "[sample] denoising: 100%" in err and "2/2" in err, err[-2000:]
     out = tmp_path / "out"
     assert result["images"] == ["image_seed7.png", "image_seed8.png"]  # batch 2: sharded over 2 devices
     for name in result["conditioning"]:
@@ -199,7 +206,10 @@ def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root):
     assert images[0].shape == (64, 64, 3) and images[0].std() > 0
     assert not np.array_equal(images[0], images[1])  # one noise per seed
     # What launch.evaluate reads: the references used and the expected keypoints, the scene's absolute path.
-    np.testing.assert_array_equal(np.load(out / "face_embeddings.npy")[0], np.load(tmp_path / "a.npy"))
+    used = np.load(out / "face_embeddings.npy")
+    np.testing.assert_array_equal(used[0], np.load(tmp_path / "a.npy"))
+    kps = testing_face_models.ARCFACE_TEMPLATE_112 * 32 / 112 + [160, 320]  # where the stand-in detector puts them
+    np.testing.assert_allclose(used[1], faces.FaceEmbedder(face_model_root).embed_face(photo, kps), atol=1e-4)
     assert np.load(out / "conditioning" / "face_kps.npy").shape == (2, 5, 2)
     assert settings["scene"]["source"] == str((tmp_path / "scene.json").resolve())
 

@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 from personacraft_jax.data import conditioning
 from personacraft_jax.parallel import sharding as sharding_lib
 
+# Present only in shards prepared with SDXL encodings (launch.prep with `sdxl_folder`); training needs them.
 SDXL_FIELDS = ("latent_mean", "latent_logvar", "prompt_embeds", "pooled_prompt_embeds")
 
 

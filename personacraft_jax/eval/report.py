@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from personacraft_jax import atomic_write
+
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 
@@ -85,8 +87,9 @@ def write_report(path: pathlib.Path, title: str, sections: Sequence[tuple[str, s
         "figcaption{font-size:12px;text-align:center;max-width:200px}"
     )
     body = "".join(f"<h2>{html.escape(h)}</h2>\n{content}\n" for h, content in sections)
-    path.write_text(
+    atomic_write.write_text(
+        path,
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n",
     )
     return path

@@ -89,15 +89,6 @@ def _optional_array(folder: SampleFolder, file: str, key: str, shape: tuple[int,
     return array
 
 
-def largest_face_embedding(image: np.ndarray, detector: Any, embedder: Any) -> np.ndarray:
-    """The raw embedding of the largest detected face (InstantID's choice); SampleFolderError if none."""
-    found = detector.detect_faces(image)
-    if not len(found.scores):
-        raise SampleFolderError("no face found in a reference photo")
-    areas = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
-    return np.asarray(embedder.embed_face(image, found.kps[int(np.argmax(areas))]), np.float64).reshape(-1)
-
-
 def reference_embeddings(
     folder: SampleFolder, detector: Any, embedder: Any, scene_path: str | os.PathLike | None = None
 ) -> np.ndarray:
@@ -108,8 +99,7 @@ def reference_embeddings(
     stored = _optional_array(folder, "face_embeddings.npy", "face_embeddings", (num, face_identity.EMBEDDING_DIM))
     if stored is not None:
         return stored
-    from PIL import Image
-
+    from data_prep.faces import NoFaceFoundError, embed_reference_photo
     from personacraft_jax.sampling.scene_file import SceneFileError, load_scene_file
 
     source = scene_path or folder.settings["scene"].get("source")
@@ -129,11 +119,10 @@ def reference_embeddings(
         if person.face.embedding is not None:
             out[i] = person.face.embedding
         else:
-            photo = np.asarray(Image.open(person.face.image).convert("RGB"))
             try:
-                out[i] = largest_face_embedding(photo, detector, embedder)
-            except SampleFolderError:
-                raise SampleFolderError(f"no face found in {person.face.image} ({folder.names[i]})") from None
+                out[i] = embed_reference_photo(person.face.image, detector, embedder)
+            except NoFaceFoundError as e:
+                raise SampleFolderError(f"{e} ({folder.names[i]})") from None
     return out
 
 

@@ -15,15 +15,17 @@ data_prep's renderer, embed the reference faces, tokenize, compile and run the s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
 import numpy as np
+
+from personacraft_jax import atomic_write
 
 
 def _log(message: str) -> None:
@@ -72,19 +74,15 @@ def face_embeddings(scene: Any, cfg: ml_collections.ConfigDict, dim: int) -> np.
             continue
         if cfg.face_model_root is None:
             raise ValueError(f"people[{i}].face.image needs config face_model_root (insightface models)")
+        from data_prep import faces
+
         if detector is None:
-            from data_prep.faces import FaceDetector, FaceEmbedder
-
-            detector = FaceDetector(_expand(cfg.face_model_root), cfg.face_model_name)
-            embedder = FaceEmbedder(_expand(cfg.face_model_root), cfg.face_model_name)
-        from PIL import Image
-
-        image = np.asarray(Image.open(person.face.image).convert("RGB"))
-        found = detector.detect_faces(image)
-        if not len(found.scores):
-            raise ValueError(f"people[{i}].face.image: no face found in {person.face.image}")
-        areas = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
-        out[i] = embedder.embed_face(image, found.kps[int(np.argmax(areas))])  # the largest face, as InstantID
+            detector = faces.FaceDetector(_expand(cfg.face_model_root), cfg.face_model_name)
+            embedder = faces.FaceEmbedder(_expand(cfg.face_model_root), cfg.face_model_name)
+        try:
+            out[i] = faces.embed_reference_photo(person.face.image, detector, embedder)
+        except faces.NoFaceFoundError as e:
+            raise ValueError(f"people[{i}].face.image: {e}") from None
     return out
 
 
@@ -137,9 +135,14 @@ class PreparedJob:
     embeddings: np.ndarray | None
 
 
-def prepare_job(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, **given: Any) -> PreparedJob:
+def prepare_job(
+    cfg: ml_collections.ConfigDict,
+    scene_path: str | os.PathLike,
+    on_step: Callable[[int], None] | None = None,
+    **given: Any,
+) -> PreparedJob:
     """Reads the scene, renders its conditioning, loads the models (`given` ones are used as they are, see
-    `models.load_models`) and builds the sampler inputs."""
+    `models.load_models`) and builds the sampler inputs. `on_step`: see `sampler.Sampler`."""
     from data_prep.render import SceneRenderer
     from personacraft_jax.sampling import schedulers as S
     from personacraft_jax.sampling.models import load_models
@@ -174,9 +177,30 @@ def prepare_job(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, *
         num_steps=scene.steps, scheduler=S.SchedulerConfig.sdxl(cfg.scheduler), oa_mode=scene.oa_cfg["mode"],
         oa_fraction=scene.oa_cfg["fraction"],
     )  # fmt: skip
-    sampler = Sampler(models, settings, mesh=_mesh_for(len(scene.seeds)))
+    sampler = Sampler(models, settings, mesh=_mesh_for(len(scene.seeds)), on_step=on_step)
     _log(f"loaded the models; identity {'on' if embeddings is not None else 'off'}")
     return PreparedJob(scene, cond, sampler, inputs, embeddings)
+
+
+class StepProgress:
+    """A tqdm bar over the denoising steps, advanced by the compiled loop's per-step host callback."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, step: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="[sample] denoising", unit="step")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
 
 
 def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, out: str | os.PathLike) -> dict:
@@ -186,7 +210,8 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
     out = pathlib.Path(out).expanduser()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    job = prepare_job(cfg, scene_path)
+    progress = StepProgress()
+    job = prepare_job(cfg, scene_path, on_step=progress)
     scene, cond, sampler, inputs, embeddings = job.scene, job.cond, job.sampler, job.inputs, job.embeddings
     out.mkdir(parents=True, exist_ok=True)
     written = write_conditioning(out / "conditioning", scene, cond)
@@ -198,8 +223,12 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
     timings["compile_s"] = time.perf_counter() - t0
     _log(f"compiled the sampler ({timings['compile_s']:.1f} s); sampling {len(scene.seeds)} image(s)")
     t0 = time.perf_counter()
-    _, images = compiled(sampler.params, sampler.schedule, sampler.place(inputs))
-    images = np.asarray(jax.block_until_ready(images))
+    progress.start(scene.steps)
+    try:
+        _, images = compiled(sampler.params, sampler.schedule, sampler.place(inputs))
+        images = np.asarray(jax.block_until_ready(images))
+    finally:
+        progress.close()
     timings["sample_s"] = time.perf_counter() - t0
     _log(f"sampled ({timings['sample_s']:.2f} s)")
 
@@ -220,7 +249,7 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
         "images": files,
         "conditioning": [f"conditioning/{n}" for n in written],
     }
-    (out / "settings.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write.write_json(out / "settings.json", result, default=str)
     _log(f"wrote {len(files)} image(s), {len(written)} conditioning maps and settings.json to {out}")
     return result
 

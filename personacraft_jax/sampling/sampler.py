@@ -21,13 +21,15 @@ in OA-CFG's "no control" branch (only SCNet and OBEN are).
 
 Layouts: images / maps NHWC, pixel size H x W, latent h = H / 8. `SamplerInputs` holds arrays only (scales
 too, so changing a scale does not recompile); `SamplerSettings` is static (steps, scheduler, OA-CFG mode and
-fraction). `Sampler.__call__` is compiled once per input shape / structure.
+fraction). `Sampler.__call__` is compiled once per input shape / structure. `Sampler(..., on_step=f)` calls
+`f(i)` on the host after step i of the compiled loop (a `jax.debug.callback`), for progress bars.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -278,15 +280,24 @@ def denoise_step(
 
 
 def generate(
-    m: dict[str, nnx.Module], settings: SamplerSettings, schedule: S.Schedule, x: SamplerInputs
+    m: dict[str, nnx.Module],
+    settings: SamplerSettings,
+    schedule: S.Schedule,
+    x: SamplerInputs,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[Array, Array]:
-    """(final latents (B, h, w, 4) in the diffusion model's scale, images (B, H, W, 3) in [0, 1])."""
+    """(final latents (B, h, w, 4) in the diffusion model's scale, images (B, H, W, 3) in [0, 1]).
+
+    `on_step(i)` runs on the host once step i's latents exist (it receives one latent value, so it cannot
+    run ahead of the computation)."""
     prep = prepare(m, x, settings.oa_mode)
     latents = x.noise.astype(jnp.float32) * S.init_noise_sigma(schedule)
 
     def body(i, carry):
         latents, state = carry
         latents, state, _ = denoise_step(m, settings, schedule, prep, x, i, latents, state)
+        if on_step is not None:
+            jax.debug.callback(lambda step, _: on_step(int(step)), i, latents[0, 0, 0, 0])
         return latents, state
 
     latents, _ = jax.lax.fori_loop(0, settings.num_steps, body, (latents, S.init_state(schedule, latents)))
@@ -300,9 +311,16 @@ class Sampler:
 
     `mesh`: the batch axis of every input is sharded with `parallel.sharding.batch_sharding` (parameters are
     replicated); None = the default device. The batch must be divisible by the mesh's batch axes.
+    `on_step`: called on the host with the step index after each step (see `generate`).
     """
 
-    def __init__(self, models: SamplerModels, settings: SamplerSettings, mesh: Mesh | None = None):
+    def __init__(
+        self,
+        models: SamplerModels,
+        settings: SamplerSettings,
+        mesh: Mesh | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ):
         self.settings, self.mesh = settings, mesh
         self.schedule = S.make_schedule(settings.scheduler, settings.num_steps)
         graphdefs, self.params = {}, {}
@@ -311,7 +329,9 @@ class Sampler:
         if mesh is not None:
             self.params = jax.device_put(self.params, NamedSharding(mesh, PartitionSpec()))
         self._graphdefs = graphdefs
-        self._generate = jax.jit(functools.partial(_pure, generate, graphdefs, settings))
+        self._generate = jax.jit(
+            functools.partial(_pure, functools.partial(generate, on_step=on_step), graphdefs, settings)
+        )
         self._step = jax.jit(functools.partial(_pure_step, graphdefs, settings))
 
     def place(self, inputs: SamplerInputs) -> SamplerInputs:

@@ -17,11 +17,7 @@ from jax.sharding import Mesh
 
 from personacraft_jax.parallel import mesh as mesh_lib
 from personacraft_jax.parallel import sharding as sharding_lib
-from personacraft_jax.sampling import schedulers
 from personacraft_jax.train import networks as networks_lib
-from personacraft_jax.train import optimizer as optimizer_lib
-from personacraft_jax.train import state as state_lib
-from personacraft_jax.train import step as step_lib
 from personacraft_jax.train import trainer as trainer_lib
 
 GIB = 1024**3
@@ -105,30 +101,19 @@ def compile_train_step(config: Any, devices: list, chip: str | None = None) -> t
     modules = nnx.eval_shape(
         lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed), abstract=True)
     )
-    nets, params = step_lib.split_networks(modules)
     unet_config = modules["unet"].config
-    trainable = {name: params.pop(name) for name in step_cfg.trainable}
-    optimizer = optimizer_lib.make_optimizer(config.train)
-    abstract_state = jax.eval_shape(lambda p: state_lib.init_train_state(p, optimizer, 0), trainable)
-    state_sh = state_lib.train_state_shardings(abstract_state, optimizer, mesh, rules)
-    frozen_sh = state_lib.params_shardings(params, mesh, rules)
-    with_sh = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
     batch = abstract_batch(config, unet_config, mesh, use_oben)
     empty = {
         "prompt_embeds": jnp.zeros(batch["prompt_embeds"].shape[1:], jnp.float32),
         "pooled_prompt_embeds": jnp.zeros(batch["pooled_prompt_embeds"].shape[1:], jnp.float32),
     }
-    step_fn = step_lib.make_train_step(
-        nets, step_cfg, optimizer, schedulers.SchedulerConfig(**dict(config.train.noise_schedule)), empty
-    )
-    jitted = jax.jit(
-        step_fn,
-        in_shardings=(state_sh, frozen_sh, {k: v.sharding for k, v in batch.items()}),
-        out_shardings=(state_sh, None),
-        donate_argnums=(0,),
-    )
+    setup = trainer_lib.setup_step(config, modules, step_cfg, mesh, rules, empty)
+    with_sh = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
+    jitted = setup.jit({k: v.sharding for k, v in batch.items()})
+    state = with_sh(setup.abstract_state, setup.state_shardings)
+    frozen = with_sh(setup.frozen, setup.frozen_shardings)
     start = time.perf_counter()
-    compiled = jitted.lower(with_sh(abstract_state, state_sh), with_sh(params, frozen_sh), batch).compile()
+    compiled = jitted.lower(state, frozen, batch).compile()
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()

@@ -18,13 +18,12 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from personacraft_jax import atomic_write
 from personacraft_jax.convert.pretrained import save_pretrained
 from personacraft_jax.convert.safetensors_io import read_safetensors, write_safetensors
+from personacraft_jax.parallel import sharding as sharding_lib
 from personacraft_jax.train import checkpoint as checkpoint_lib
 from personacraft_jax.train import networks as networks_lib
-from personacraft_jax.train import optimizer as optimizer_lib
-from personacraft_jax.train import state as state_lib
-from personacraft_jax.train import step as step_lib
 from personacraft_jax.train import trainer as trainer_lib
 
 
@@ -43,20 +42,16 @@ def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | No
     modules = nnx.eval_shape(
         lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed), abstract=True)
     )
-    nets, params = step_lib.split_networks(modules)
-    trainable = {name: params[name] for name in step_cfg.trainable}
-    optimizer = optimizer_lib.make_optimizer(config.train)
-    abstract = jax.eval_shape(lambda p: state_lib.init_train_state(p, optimizer, 0), trainable)
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
-    shardings = state_lib.train_state_shardings(abstract, optimizer, mesh)
+    no_prompt = {"prompt_embeds": np.zeros((1, 1)), "pooled_prompt_embeds": np.zeros((1,))}  # the step is not run
+    setup = trainer_lib.setup_step(config, modules, step_cfg, mesh, sharding_lib.DEFAULT_RULES, no_prompt)
+    target = checkpoint_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
     checkpointer = checkpoint_lib.Checkpointer(pathlib.Path(workdir) / "checkpoints", async_save=False)
     try:
-        state, _ = checkpointer.restore(
-            step, checkpoint_lib.abstract_with_shardings(abstract, shardings), with_data=False
-        )
+        state, _ = checkpointer.restore(step, target, with_data=False)
     finally:
         checkpointer.close()
-    return {name: nets.module(name, state.params[name]) for name in step_cfg.trainable}
+    return {name: setup.nets.module(name, state.params[name]) for name in step_cfg.trainable}
 
 
 def export_diffusers(
@@ -79,7 +74,7 @@ def export_flax(nets: dict[str, nnx.Module], out: str | os.PathLike) -> list[pat
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, net in nets.items():
-        (out / f"{name}.config.json").write_text(json.dumps(net.pretrained_config(), indent=2) + "\n")
+        atomic_write.write_json(out / f"{name}.config.json", net.pretrained_config())
         write_safetensors(out / f"{name}.flax.safetensors", _flat(net))
         written.append(out / f"{name}.flax.safetensors")
     return written

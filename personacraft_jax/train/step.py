@@ -142,7 +142,7 @@ def make_train_step(
     noise_schedule: schedulers.SchedulerConfig,
     empty_prompt: Mapping[str, jax.Array],
 ) -> Callable[[TrainState, Mapping[str, nnx.State], Mapping[str, jax.Array]], tuple[TrainState, dict]]:
-    """Returns step(state, frozen_params, batch) -> (new_state, metrics); jit it with `jit_train_step`."""
+    """Returns step(state, frozen_params, batch) -> (new_state, metrics); `trainer.StepSetup.jit` jits it with the run's shardings."""
     scales = dict(cfg.conditioning_scales)
 
     def step(state: TrainState, frozen: Mapping[str, nnx.State], batch: Mapping[str, jax.Array]):

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from personacraft_jax import atomic_write
 from personacraft_jax.data import loader as loader_lib
 from personacraft_jax.parallel import mesh as mesh_lib
 from personacraft_jax.parallel import sharding as sharding_lib
@@ -68,6 +69,65 @@ def uses_oben(cfg: Any) -> bool:
 
 
 @dataclasses.dataclass
+class StepSetup:
+    """One configured train step, before placement and compilation (shared by Trainer and AOT compiles).
+
+    `trainable` / `frozen`: parameters (concrete or abstract) of the trained and the frozen networks;
+    `abstract_state`: the TrainState's shapes; `step_fn(state, frozen, batch) -> (state, metrics)` unjitted.
+    """
+
+    nets: dict[str, Any]
+    trainable: dict[str, Any]
+    frozen: dict[str, Any]
+    optimizer: Any
+    abstract_state: Any
+    state_shardings: Any
+    frozen_shardings: Any
+    step_fn: Callable
+
+    def jit(self, batch_shardings: Mapping[str, Any]) -> Any:
+        """The step under `jax.jit` with explicit shardings and the state donated."""
+        return jax.jit(
+            self.step_fn,
+            in_shardings=(self.state_shardings, self.frozen_shardings, dict(batch_shardings)),
+            out_shardings=(self.state_shardings, None),
+            donate_argnums=(0,),
+        )
+
+
+def setup_step(
+    config: Any,
+    modules: dict[str, Any],
+    step_cfg: step_lib.StepConfig,
+    mesh: jax.sharding.Mesh,
+    rules: Mapping[str, Any],
+    empty_prompt: Mapping[str, Any],
+) -> StepSetup:
+    """Splits the networks, makes the optimizer and the state / parameter shardings, and the step function."""
+    nets, params = step_lib.split_networks(modules)
+    trainable = {name: params.pop(name) for name in step_cfg.trainable}
+    optimizer = optimizer_lib.make_optimizer(config.train)
+    abstract = jax.eval_shape(lambda p: state_lib.init_train_state(p, optimizer, 0), trainable)
+    step_fn = step_lib.make_train_step(
+        nets,
+        step_cfg,
+        optimizer,
+        schedulers.SchedulerConfig(**dict(config.train.noise_schedule)),
+        {k: jnp.asarray(v, jnp.float32) for k, v in empty_prompt.items()},
+    )
+    return StepSetup(
+        nets=nets,
+        trainable=trainable,
+        frozen=params,
+        optimizer=optimizer,
+        abstract_state=abstract,
+        state_shardings=state_lib.train_state_shardings(abstract, optimizer, mesh, rules),
+        frozen_shardings=state_lib.params_shardings(params, mesh, rules),
+        step_fn=step_fn,
+    )
+
+
+@dataclasses.dataclass
 class _Stop:
     requested: bool = False
 
@@ -92,10 +152,7 @@ class Trainer:
         self.workdir = os.fspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         if jax.process_index() == 0:  # what launch.export rebuilds the networks from (written atomically)
-            path = os.path.join(self.workdir, "config.json")
-            with open(f"{path}.tmp", "w") as f:
-                f.write(config.to_json_best_effort(indent=2))
-            os.replace(f"{path}.tmp", path)
+            atomic_write.write_text(os.path.join(self.workdir, "config.json"), config.to_json_best_effort(indent=2))
         self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
         self.rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
         global_batch = int(config.data.batch_size)
@@ -113,16 +170,15 @@ class Trainer:
 
         modules = networks_lib.build_networks(config.model, self.step_cfg.trainable, use_oben, int(config.seed))
         self.validation = _validation_sampler(config, modules)
-        self.nets, params = step_lib.split_networks(modules)
+        setup = setup_step(config, modules, self.step_cfg, self.mesh, self.rules, empty_prompt)
         del modules
-        trainable = {name: params.pop(name) for name in self.step_cfg.trainable}
-        self.optimizer = optimizer_lib.make_optimizer(config.train)
+        self._setup = dataclasses.replace(setup, trainable={}, frozen={})  # no host copies of the parameters
+        self.nets, self.optimizer = setup.nets, setup.optimizer
         self.lr_schedule = optimizer_lib.learning_rate_schedule(config.train)
-
-        abstract = jax.eval_shape(lambda p: state_lib.init_train_state(p, self.optimizer, 0), trainable)
-        self.state_shardings = state_lib.train_state_shardings(abstract, self.optimizer, self.mesh, self.rules)
-        self.frozen_shardings = state_lib.params_shardings(params, self.mesh, self.rules)
-        self.frozen = jax.device_put(params, self.frozen_shardings)
+        self.state_shardings, self.frozen_shardings = setup.state_shardings, setup.frozen_shardings
+        self.frozen = jax.device_put(setup.frozen, self.frozen_shardings)
+        abstract, trainable = setup.abstract_state, setup.trainable
+        del setup
 
         self.checkpointer = checkpoint_lib.Checkpointer(
             os.path.join(self.workdir, "checkpoints"),
@@ -162,28 +218,12 @@ class Trainer:
             )
             self.state = init(trainable)
         del trainable
-
-        schedule = schedulers.SchedulerConfig(**dict(config.train.noise_schedule))
-        step_fn = step_lib.make_train_step(
-            self.nets,
-            self.step_cfg,
-            self.optimizer,
-            schedule,
-            {k: jnp.asarray(v, jnp.float32) for k, v in empty_prompt.items()},
-        )
-        self._step_fn = step_fn
         self._jitted = None  # compiled on the first batch, when the batch shapes are known
         self.flops_per_step: float | None = None
 
     # ------------------------------------------------------------------------------------------------
     def _compile(self, batch: Mapping[str, jax.Array]) -> None:
-        batch_shardings = {k: v.sharding for k, v in batch.items()}
-        jitted = jax.jit(
-            self._step_fn,
-            in_shardings=(self.state_shardings, self.frozen_shardings, batch_shardings),
-            out_shardings=(self.state_shardings, None),
-            donate_argnums=(0,),
-        )
+        jitted = self._setup.jit({k: v.sharding for k, v in batch.items()})
         start = time.perf_counter()
         self._jitted = jitted.lower(self.state, self.frozen, batch).compile()
         logging.info("compiled the train step in %.1f s", time.perf_counter() - start)
