@@ -255,6 +255,35 @@ def test_non_finite_update_is_skipped_and_named(straight_run, tmp_path, caplog):
         trainer._check_finite(history[0])
 
 
+def test_metrics_are_read_one_step_behind(tmp_path, monkeypatch):
+    """The host queues step n + 1 before it waits for step n's metrics (no per-step device sync), except at
+    a checkpoint step (here only the last)."""
+    cfg = fx.config()
+    cfg.checkpoint.every_steps = 100
+    trainer = _trainer(tmp_path, cfg)
+    events = []
+    compile_step = trainer._compile
+
+    def compile_and_wrap(batch):
+        compile_step(batch)
+        jitted = trainer._jitted
+        trainer._jitted = lambda *args: (events.append("dispatch"), jitted(*args))[1]
+
+    device_get = jax.device_get
+
+    def recording_get(tree):
+        if isinstance(tree, dict) and "loss" in tree:
+            events.append("read")
+        return device_get(tree)
+
+    monkeypatch.setattr(trainer, "_compile", compile_and_wrap)
+    monkeypatch.setattr(jax, "device_get", recording_get)
+    history = trainer.train(4)
+    trainer.close()
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    assert events == ["dispatch", "dispatch", "read", "dispatch", "read", "dispatch", "read", "read"]
+
+
 def _with(cfg, **train):
     cfg.train.update(train)
     return cfg

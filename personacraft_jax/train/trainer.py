@@ -247,45 +247,74 @@ class Trainer:
         return int(self.state.step)
 
     def train(self, num_steps: int | None = None, *, writer: MetricsWriter | None = None) -> list[dict[str, float]]:
-        """Runs until `train.num_steps` (or `num_steps` more steps); returns the per-step metrics."""
+        """Runs until `train.num_steps` (or `num_steps` more steps); returns the per-step metrics.
+
+        The host never waits for the step it just dispatched: step n's metrics are read after step n + 1 is
+        queued, so loading the next batch and logging overlap the device's work. `step_time` is the time
+        between consecutive steps' completions (the first one after a compile includes nothing of it).
+        """
         cfg = self.config
-        end = int(cfg.train.num_steps) if num_steps is None else self.step + num_steps
+        step = self.step  # one read of the device counter; the host counts from here
+        end = int(cfg.train.num_steps) if num_steps is None else step + num_steps
         stop = _Stop()
         previous = signal.signal(signal.SIGTERM, stop) if _is_main_thread() else None
         history: list[dict[str, float]] = []
+        pending: tuple[int, Any] | None = None  # (step, its metrics on device), not read yet
+        last_done = time.perf_counter()
         try:
-            while self.step < end:
+            while step < end:
                 batch = self.next_batch()
                 if self._jitted is None:
                     self._compile(batch)
-                start = time.perf_counter()
+                    last_done = time.perf_counter()
                 self.state, metrics = self._jitted(self.state, self.frozen, batch)
-                metrics = jax.device_get(metrics)
-                elapsed = time.perf_counter() - start
-                step = self.step
-                record = {k: float(v) for k, v in metrics.items()}
-                record.update(step=step, learning_rate=float(self.lr_schedule(step - 1)), step_time=elapsed)
-                record["examples_per_second"] = cfg.data.batch_size / elapsed
-                if self.flops_per_step:
-                    # cost_analysis of an SPMD program counts one device's share.
-                    record["tflops_per_device"] = self.flops_per_step / elapsed / 1e12
-                history.append(record)
-                self._check_finite(record)
-                if writer is not None:
-                    writer.write_scalars(step, record)
-                if self.validation is not None and step % int(cfg.log.sample_every_steps) == 0:
+                step += 1
+                if pending is not None:
+                    last_done = self._finish_step(*pending, last_done, history, writer)
+                pending = (step, metrics)
+                due_save = step % int(cfg.checkpoint.every_steps) == 0 or step == end
+                due_sample = self.validation is not None and step % int(cfg.log.sample_every_steps) == 0
+                if due_save or due_sample:  # act on a step whose metrics were checked
+                    last_done = self._finish_step(*pending, last_done, history, writer)
+                    pending = None
+                stopping = _any_process(stop.requested)
+                if stopping and pending is not None:
+                    last_done = self._finish_step(*pending, last_done, history, writer)
+                    pending = None
+                if due_sample:
                     self.write_validation_samples(step, writer)
-                if step % int(cfg.checkpoint.every_steps) == 0 or step == end:
+                    last_done = time.perf_counter()
+                if due_save or stopping:
                     self.save()
-                if _any_process(stop.requested):
-                    self.save()
+                if stopping:
                     logging.warning("stopped at step %d on request; checkpoint saved", step)
                     break
+            if pending is not None:
+                self._finish_step(*pending, last_done, history, writer)
         finally:
             self.checkpointer.wait()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         return history
+
+    def _finish_step(
+        self, step: int, metrics: Any, last_done: float, history: list, writer: MetricsWriter | None
+    ) -> float:
+        """Reads step `step`'s metrics (waiting for it), checks them, records and writes them; returns when
+        the step was seen done."""
+        record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        done = time.perf_counter()
+        elapsed = max(done - last_done, 1e-9)
+        record.update(step=step, learning_rate=float(self.lr_schedule(step - 1)), step_time=elapsed)
+        record["examples_per_second"] = self.config.data.batch_size / elapsed
+        if self.flops_per_step:
+            # cost_analysis of an SPMD program counts one device's share.
+            record["tflops_per_device"] = self.flops_per_step / elapsed / 1e12
+        history.append(record)
+        self._check_finite(record)
+        if writer is not None:
+            writer.write_scalars(step, record)
+        return done
 
     def write_validation_samples(self, step: int, writer: MetricsWriter | None) -> np.ndarray:
         """Samples the validation scene with the current trained nets; logs the images; returns them."""
