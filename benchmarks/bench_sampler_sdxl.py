@@ -1,6 +1,7 @@
 """SDXL-size PersonaCraft generation speed on an accelerator: the whole jit-compiled sampler at real shapes.
 
     python -m benchmarks.bench_sampler_sdxl [--size 1024 --steps 30 --people 2 --batch 1 --repeats 2]
+    python -m benchmarks.bench_sampler_sdxl --preset=tiny --size=64 --steps=2    # a CPU smoke run of this script
 
 Networks at SDXL base 1.0 shapes with random weights (no download; initialised on the device): CLIP-L + bigG,
 UNet with IP-Adapter layers, SCNet (4 ch) + OBEN (2 ch) + IdentityNet ControlNets, the InstantID Resampler
@@ -36,22 +37,14 @@ def _random_state(build, seed: int, dtype):
     return nnx.merge(graphdef, jax.tree.unflatten(treedef, values))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--people", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    import jax
+def _sdxl_models():
+    """SamplerModels at SDXL base 1.0 / InstantID shapes, bf16, random N(0, 0.02) parameters."""
     import jax.numpy as jnp
 
     from personacraft_jax.convert.pretrained import abstract_rngs
     from personacraft_jax.models import clip, controlnet, resampler, unet, vae
     from personacraft_jax.models.layers import Precision
-    from personacraft_jax.sampling.sampler import Sampler, SamplerInputs, SamplerModels, SamplerSettings, Scales
-    from personacraft_jax.sampling.schedulers import SchedulerConfig
+    from personacraft_jax.sampling.sampler import SamplerModels
 
     p = Precision(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, attention="xla")
     ucfg = unet.UNetConfig.from_diffusers(unet.preset("sdxl"))
@@ -61,7 +54,6 @@ def main() -> None:
         cfg = controlnet.ControlNetConfig.from_diffusers(controlnet.preset("sdxl", conditioning_channels=channels))
         return lambda: controlnet.ControlNetModel(cfg, p, rngs=abstract_rngs(0))
 
-    start = time.perf_counter()
     builds = {
         "text_encoder": lambda: clip.CLIPTextModel(clip.CLIPTextConfig.from_dict(clip.preset("sdxl", 1)), p, rngs=abstract_rngs(0)),
         "text_encoder_2": lambda: clip.CLIPTextModelWithProjection(
@@ -74,15 +66,35 @@ def main() -> None:
         "identitynet": cnet(3),
         "resampler": lambda: resampler.Resampler(rcfg, p, rngs=abstract_rngs(0)),
     }  # fmt: skip
-    models = SamplerModels(**{k: _random_state(b, i, jnp.bfloat16) for i, (k, b) in enumerate(builds.items())})
+    return SamplerModels(**{k: _random_state(b, i, jnp.bfloat16) for i, (k, b) in enumerate(builds.items())})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("sdxl", "tiny"), default="sdxl", help="tiny: the CPU test networks")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--people", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    import jax
+
+    from personacraft_jax.sampling.models import tiny_models
+    from personacraft_jax.sampling.sampler import Sampler, SamplerInputs, SamplerSettings, Scales
+    from personacraft_jax.sampling.schedulers import SchedulerConfig
+
+    start = time.perf_counter()
+    models = _sdxl_models() if args.preset == "sdxl" else tiny_models(0)
     init_s = time.perf_counter() - start
+    rcfg, vocab = models.resampler.config, models.text_encoder.config.vocab_size
 
     b, s, lat, n = args.batch, args.size, args.size // 8, args.people
     rng = np.random.default_rng(0)
     inputs = SamplerInputs(
         noise=rng.standard_normal((b, lat, lat, 4)).astype(np.float32),
-        prompt_ids=rng.integers(0, 49407, (b, 77)).astype(np.int32),
-        prompt_ids_2=rng.integers(0, 49407, (b, 77)).astype(np.int32),
+        prompt_ids=rng.integers(0, vocab - 1, (b, 77)).astype(np.int32),
+        prompt_ids_2=rng.integers(0, vocab - 1, (b, 77)).astype(np.int32),
         time_ids=np.tile(np.array([[s, s, 0, 0, s, s]], np.float32), (b, 1)),
         scales=Scales.create(),
         scnet_cond=rng.uniform(size=(b, s, s, 4)).astype(np.float32),
@@ -110,13 +122,15 @@ def main() -> None:
     seconds = (time.perf_counter() - start) / args.repeats
     scale = (args.size / 1024) ** 2
     flops = b * scale * (args.steps * (3 * (6.8 + 3.0 + 3.0) + 3 * n * 3.0) + 10.5) * 1e12
+    if args.preset != "sdxl":
+        flops = None  # the hand count is for SDXL shapes
     kind = jax.devices()[0].device_kind
     peak = PEAK_BF16.get(kind)
     result = {
-        "device": kind, "size": args.size, "steps": args.steps, "people": n, "batch": b,
+        "preset": args.preset, "device": kind, "size": args.size, "steps": args.steps, "people": n, "batch": b,
         "seconds_per_image": seconds / b, "compile_s": compile_s, "init_s": init_s,
-        "hand_counted_tflop_per_image": flops / b / 1e12,
-        "mfu": flops / seconds / peak if peak else None,
+        "hand_counted_tflop_per_image": flops / b / 1e12 if flops else None,
+        "mfu": flops / seconds / peak if peak and flops else None,
     }  # fmt: skip
     print(json.dumps(result))
 

@@ -283,9 +283,13 @@ class SceneSource:
         return f"SceneSource({self._source!r})"
 
 
-def open_split(data_dir: str | os.PathLike, split: str = "train") -> SceneSource:
-    """The `split` of the complete dataset in `data_dir`; raises FileNotFoundError if there is none."""
+def open_split(data_dir: str | os.PathLike, split: str = "train", decode_image: bool = True) -> SceneSource:
+    """The `split` of the complete dataset in `data_dir`; raises FileNotFoundError if there is none.
+
+    `decode_image=False` leaves `image` as its stored PNG bytes (training reads latents, not pixels: this
+    saves a full-size PNG decode per example)."""
     path = version_dir(data_dir)
     if not is_complete(data_dir):
         raise FileNotFoundError(f"no complete {NAME} dataset at {path} (was its preparation interrupted?)")
-    return SceneSource(tfds.builder_from_directory(str(path)).as_data_source(split=split))
+    decoders = None if decode_image else {"image": tfds.decode.SkipDecoding()}
+    return SceneSource(tfds.builder_from_directory(str(path)).as_data_source(split=split, decoders=decoders))

@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     if not config.data.data_dir:
         raise app.UsageError("config data.data_dir is not set (a folder written by launch.prep)")
-    source = dataset.open_split(config.data.data_dir, config.data.split)
+    source = dataset.open_split(config.data.data_dir, config.data.split, decode_image=False)
     empty_prompt = dataset.load_empty_prompt(config.data.data_dir)
     trainer = Trainer(config, _WORKDIR.value, source=source, empty_prompt=empty_prompt)
     writer = MetricsWriter(os.path.join(_WORKDIR.value, "tensorboard"), log_every=config.log.every_steps)

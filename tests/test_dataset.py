@@ -4,11 +4,13 @@ A small fake body model / renderer stands in for SMPL-X + pyrender (tested elsew
 face keypoints around the projection of `transl`, so placing a person off-screen moves the face out of frame.
 """
 
+import io
 import json
 import pathlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_prep import dataset, examples, sources
 from data_prep.faces import FaceEmbedder
@@ -273,6 +275,10 @@ def test_real_photos_are_cropped_to_the_training_resolution(tmp_path, factory):
     np.testing.assert_array_equal(got["original_size"], [H, W])
     np.testing.assert_array_equal(got["crop_top_left"], [0, 5])
     assert got["image"].shape == (32, 32, 3) and got["depth"].shape == (32, 32)
+    undecoded = dataset.open_split(tmp_path / "out", decode_image=False)[0]  # what training reads
+    assert isinstance(undecoded["image"], bytes) and undecoded["image"].startswith(b"\x89PNG")
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(undecoded["image"]))), got["image"])
+    np.testing.assert_array_equal(undecoded["depth"], got["depth"])
     expected_k = np.diag([43 / W, 32 / H, 1.0]) @ fit.K
     expected_k[0, 2] -= 5
     np.testing.assert_allclose(got["K"], expected_k, rtol=1e-5)

@@ -248,3 +248,16 @@ def test_identity_residuals_and_ip_weights_are_masked_per_person():
         np.testing.assert_allclose(res[..., 0], np.einsum("bhwp,bp->bhw", pooled, values), rtol=1e-5, atol=1e-6)
     assert got_tokens is ip_tokens
     np.testing.assert_allclose(ip_scale, 0.6 * np.asarray(regions), rtol=1e-6)
+
+
+def test_sdxl_sampler_benchmark_runs_with_the_tiny_preset():
+    """The GPU benchmark script's code path (inputs, compile, timing, report) on the tiny networks."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sampler_sdxl", "--preset=tiny", "--size=64", "--steps=2",
+         "--repeats=1"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["preset"] == "tiny" and report["steps"] == 2 and report["people"] == 2
+    assert report["seconds_per_image"] > 0 and report["compile_s"] > 0 and report["mfu"] is None
