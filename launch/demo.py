@@ -75,7 +75,10 @@ def _train(cfg, stage: str, sdxl: pathlib.Path, data_dir: pathlib.Path, workdir:
         train.train.lambda_occ = stage_cfg.lambda_occ
         train.model.scnet_folder = str(scnet_folder)
     trainer = Trainer(
-        train, workdir, source=dataset.open_split(data_dir, decode_image=False), empty_prompt=dataset.load_empty_prompt(data_dir)
+        train,
+        workdir,
+        source=dataset.open_split(data_dir, decode_image=False),
+        empty_prompt=dataset.load_empty_prompt(data_dir),
     )
     writer = MetricsWriter(workdir / "tensorboard", log_every=train.log.every_steps)
     try:

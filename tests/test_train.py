@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from personacraft_jax.train import optimizer as optimizer_lib
 from personacraft_jax.train import trainer as trainer_lib
 from tests import train_fixtures as fx
 
@@ -282,6 +283,24 @@ def test_metrics_are_read_one_step_behind(tmp_path, monkeypatch):
     trainer.close()
     assert [r["step"] for r in history] == [1, 2, 3, 4]
     assert events == ["dispatch", "dispatch", "read", "dispatch", "read", "dispatch", "read", "read"]
+
+
+def test_logged_learning_rate_is_the_one_applied(tmp_path):
+    """With warmup, a skipped (non-finite) update does not advance the optimizer's schedule; the logged
+    learning rate follows the optimizer, not the step number."""
+    cfg = _with(fx.config(), warmup_steps=4)
+    schedule = optimizer_lib.learning_rate_schedule(cfg.train)
+    bad = [dict(e) for e in SOURCE]
+    for e in bad:
+        e["latent_mean"] = np.full_like(e["latent_mean"], np.nan)
+    logged = {}
+    for name, source in (("clean", SOURCE), ("poisoned", bad)):
+        trainer = trainer_lib.Trainer(cfg, tmp_path / name, source=source, empty_prompt=fx.empty_prompt())
+        logged[name] = [r["learning_rate"] for r in trainer.train(3)]
+        trainer.close()
+    np.testing.assert_allclose(logged["clean"], [schedule(0), schedule(1), schedule(2)], rtol=1e-6)
+    assert schedule(1) > 0.0
+    np.testing.assert_array_equal(logged["poisoned"], [schedule(0)] * 3)
 
 
 def _with(cfg, **train):

@@ -141,8 +141,11 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     noise_schedule: schedulers.SchedulerConfig,
     empty_prompt: Mapping[str, jax.Array],
+    learning_rate: optax.Schedule | None = None,
 ) -> Callable[[TrainState, Mapping[str, nnx.State], Mapping[str, jax.Array]], tuple[TrainState, dict]]:
-    """Returns step(state, frozen_params, batch) -> (new_state, metrics); `trainer.StepSetup.jit` jits it with the run's shardings."""
+    """Returns step(state, frozen_params, batch) -> (new_state, metrics); `trainer.StepSetup.jit` jits it with
+    the run's shardings. `learning_rate`: the optimizer's schedule, to report the rate this update used (it
+    follows the optimizer's own count, which skipped updates do not advance)."""
     scales = dict(cfg.conditioning_scales)
 
     def step(state: TrainState, frozen: Mapping[str, nnx.State], batch: Mapping[str, jax.Array]):
@@ -179,6 +182,11 @@ def make_train_step(
             "finite": finite,
             "loss_finite": jnp.isfinite(loss),
         }
+        if learning_rate is not None:
+            counts = optax.tree_utils.tree_get_all_with_path(state.opt_state, "count")
+            if not counts:
+                raise ValueError("the optimizer state has no update count: cannot report its learning rate")
+            metrics["learning_rate"] = learning_rate(counts[0][1])
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng), metrics
 
     return step

@@ -114,6 +114,7 @@ def setup_step(
         optimizer,
         schedulers.SchedulerConfig(**dict(config.train.noise_schedule)),
         {k: jnp.asarray(v, jnp.float32) for k, v in empty_prompt.items()},
+        optimizer_lib.learning_rate_schedule(config.train),
     )
     return StepSetup(
         nets=nets,
@@ -174,7 +175,6 @@ class Trainer:
         del modules
         self._setup = dataclasses.replace(setup, trainable={}, frozen={})  # no host copies of the parameters
         self.nets, self.optimizer = setup.nets, setup.optimizer
-        self.lr_schedule = optimizer_lib.learning_rate_schedule(config.train)
         self.state_shardings, self.frozen_shardings = setup.state_shardings, setup.frozen_shardings
         self.frozen = jax.device_put(setup.frozen, self.frozen_shardings)
         abstract, trainable = setup.abstract_state, setup.trainable
@@ -305,7 +305,7 @@ class Trainer:
         record = {k: float(v) for k, v in jax.device_get(metrics).items()}
         done = time.perf_counter()
         elapsed = max(done - last_done, 1e-9)
-        record.update(step=step, learning_rate=float(self.lr_schedule(step - 1)), step_time=elapsed)
+        record.update(step=step, step_time=elapsed)
         record["examples_per_second"] = self.config.data.batch_size / elapsed
         if self.flops_per_step:
             # cost_analysis of an SPMD program counts one device's share.
