@@ -1,5 +1,7 @@
 """Mesh construction and logical-axis sharding rules on 8 fake CPU devices."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +37,48 @@ def test_make_mesh_shape():
     mesh = mesh_lib.make_mesh({"data": 2, "fsdp": -1})
     assert mesh.axis_names == ("data", "fsdp", "tensor")
     assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class _FakeDevice:
+    """What mesh construction reads of a device: two 'nodes' (processes) or 'slices' of 4 devices each."""
+
+    id: int
+    process_index: int
+    slice_index: int
+    platform: str
+    device_kind: str = "fake"
+    core_on_chip: int = 0
+
+    @property
+    def coords(self) -> tuple[int, int, int]:  # a 2x2x1 slice per group (TPU mesh construction reads it)
+        return (self.id % 2, (self.id % 4) // 2, 0)
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_hybrid_grid_keeps_each_group_inside_one_node_or_slice(platform):
+    devices = [_FakeDevice(i, i // 4, i // 4, platform) for i in (4, 0, 5, 1, 6, 2, 7, 3)]  # interleaved
+    group = (lambda d: d.process_index) if platform == "gpu" else (lambda d: d.slice_index)
+    # data across nodes: each data replica's FSDP group sits inside one node.
+    grid = mesh_lib.device_grid({"data": 2, "fsdp": 4}, devices, {"data": 2})
+    assert grid.shape == (2, 4, 1)
+    assert [sorted({group(d) for d in grid[i].ravel()}) for i in range(2)] == [[0], [1]]
+    # fsdp across nodes: every FSDP group spans both nodes, two devices in each.
+    grid = mesh_lib.device_grid({"data": 2, "fsdp": 4}, devices, {"fsdp": 2})
+    for i in range(2):
+        assert sorted(group(d) for d in grid[i].ravel()) == [0, 0, 1, 1]
+    assert sorted(d.id for d in grid.ravel()) == list(range(8))
+
+
+@pytest.mark.parametrize(
+    "dcn, message",
+    [({"data": 3}, r"mesh_dcn\.data=3: expected a positive divisor of mesh\.data=2"), ({"pipe": 2}, "unknown axes"),
+     ({"data": 2, "fsdp": 2}, "cannot split the devices over processes")],
+)  # fmt: skip
+def test_bad_mesh_dcn_names_the_field(dcn, message):
+    devices = [_FakeDevice(i, i // 4, i // 4, "gpu") for i in range(8)]
+    with pytest.raises(ValueError, match=message):
+        mesh_lib.device_grid({"data": 2, "fsdp": 4}, devices, dcn)
 
 
 def test_partition_spec_replicates_indivisible_dims():

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -41,13 +42,53 @@ def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> dict[
     return sizes
 
 
-def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A Mesh over `devices` (default: all) with axes ('data', 'fsdp', 'tensor')."""
-    devices = list(jax.devices() if devices is None else devices)
+def resolve_dcn_sizes(dcn_axis_sizes: Mapping[str, int] | None, sizes: Mapping[str, int]) -> dict[str, int]:
+    """The across-slices / across-nodes factor of each axis (default 1); each must divide the axis size."""
+    dcn_axis_sizes = dict(dcn_axis_sizes or {})
+    unknown = set(dcn_axis_sizes) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"config mesh_dcn has unknown axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
+    dcn = {axis: int(dcn_axis_sizes.get(axis, 1)) for axis in MESH_AXES}
+    for axis, size in dcn.items():
+        if size < 1 or sizes[axis] % size:
+            raise ValueError(f"config mesh_dcn.{axis}={size}: expected a positive divisor of mesh.{axis}={sizes[axis]}")
+    return dcn
+
+
+def device_grid(
+    axis_sizes: Mapping[str, int],
+    devices: Sequence[jax.Device],
+    dcn_axis_sizes: Mapping[str, int] | None = None,
+) -> np.ndarray:
+    """`devices` arranged as a ('data', 'fsdp', 'tensor') array.
+
+    `dcn_axis_sizes` (config `mesh_dcn`): how much of each axis spans the slow network, e.g. {'data': 2}
+    for two TPU slices (grouped by `slice_index`) or two GPU nodes (grouped by process) that each hold a
+    data-parallel replica group; the rest of every axis stays on the fast links (ICI / NVLink). Without it,
+    a full TPU/GPU device set gets `create_device_mesh`'s topology-aware order, anything else the given order.
+    """
     sizes = resolve_axis_sizes(axis_sizes, len(devices))
+    dcn = resolve_dcn_sizes(dcn_axis_sizes, sizes)
     shape = tuple(sizes[axis] for axis in MESH_AXES)
-    if devices and devices[0].platform in ("tpu", "gpu") and len(devices) == jax.device_count():
-        device_array = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
-    else:
-        device_array = np.asarray(devices).reshape(shape)
-    return Mesh(device_array, MESH_AXES)
+    if math.prod(dcn.values()) > 1:
+        dcn_shape = tuple(dcn[axis] for axis in MESH_AXES)
+        inner = tuple(size // d for size, d in zip(shape, dcn_shape, strict=True))
+        by_process = devices[0].platform != "tpu"  # GPU / CPU devices carry no slice_index
+        try:
+            return mesh_utils.create_hybrid_device_mesh(inner, dcn_shape, devices, process_is_granule=by_process)
+        except ValueError as e:
+            granule = "processes" if by_process else "slices"
+            raise ValueError(f"config mesh_dcn={dcn}: cannot split the devices over {granule} that way ({e})") from e
+    if devices[0].platform in ("tpu", "gpu") and len(devices) == jax.device_count():
+        return mesh_utils.create_device_mesh(shape, devices)
+    return np.asarray(devices).reshape(shape)
+
+
+def make_mesh(
+    axis_sizes: Mapping[str, int],
+    devices: Sequence[jax.Device] | None = None,
+    dcn_axis_sizes: Mapping[str, int] | None = None,
+) -> Mesh:
+    """A Mesh over `devices` (default: all) with axes ('data', 'fsdp', 'tensor'); see `device_grid`."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(device_grid(axis_sizes, devices, dcn_axis_sizes), MESH_AXES)

@@ -94,7 +94,7 @@ def compile_train_step(config: Any, devices: list, chip: str | None = None) -> t
     """Lowers and compiles the configured train step for `devices`; returns (compiled, report)."""
     import time
 
-    mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
+    mesh = mesh_lib.make_mesh(dict(config.mesh), devices, dict(config.get("mesh_dcn") or {}))
     rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
     use_oben = trainer_lib.uses_oben(config)
     step_cfg = trainer_lib.step_config(config.train, use_oben)

@@ -154,7 +154,7 @@ class Trainer:
         os.makedirs(self.workdir, exist_ok=True)
         if jax.process_index() == 0:  # what launch.export rebuilds the networks from (written atomically)
             atomic_write.write_text(os.path.join(self.workdir, "config.json"), config.to_json_best_effort(indent=2))
-        self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
+        self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices, dict(config.get("mesh_dcn") or {}))
         self.rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
         global_batch = int(config.data.batch_size)
         shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
