@@ -36,3 +36,22 @@ def test_unserialisable_value_writes_nothing(tmp_path):
     with pytest.raises(TypeError):
         atomic_write.write_json(tmp_path / "x.json", {"bad": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_permissions_follow_the_umask_or_the_replaced_file(tmp_path):
+    old_umask = os.umask(0o027)
+    try:
+        new = atomic_write.write_text(tmp_path / "new.json", "{}")
+        assert new.stat().st_mode & 0o777 == 0o640  # 0o666 & ~0o027, as open() would, not mkstemp's 0o600
+    finally:
+        os.umask(old_umask)
+    existing = tmp_path / "existing.json"
+    existing.write_text("old")
+    existing.chmod(0o604)
+    atomic_write.write_text(existing, "new")
+    assert existing.stat().st_mode & 0o777 == 0o604 and existing.read_text() == "new"
+
+
+def test_missing_folder_names_the_target(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cannot write .*nowhere/x\.json"):
+        atomic_write.write_json(tmp_path / "nowhere" / "x.json", {})

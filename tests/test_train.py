@@ -202,6 +202,31 @@ def test_sigterm_saves_and_stops(straight_run, tmp_path):
     assert trainer.checkpointer.all_steps() == [2]
 
 
+def test_sigterm_between_checkpoints_stops_after_the_running_step(straight_run, tmp_path):
+    """The signal arrives while step 2's metrics are written, when step 3 is already queued: the run stops
+    after step 3, with a checkpoint of it and every step's metrics."""
+    cfg = fx.config()
+    cfg.checkpoint.every_steps = 100
+    trainer = _trainer(tmp_path, cfg)
+    history = trainer.train(5, writer=_SigtermAt(2))
+    trainer.close()
+    assert [r["step"] for r in history] == [1, 2, 3] and trainer.step == 3
+    assert trainer.checkpointer.all_steps() == [3]
+
+
+def test_nan_policy_stop_raises_and_saves_nothing(tmp_path):
+    bad = [dict(e) for e in SOURCE]
+    for e in bad:
+        e["latent_mean"] = np.full_like(e["latent_mean"], np.nan)
+    cfg = _with(fx.config(), nan_policy="stop")
+    cfg.checkpoint.every_steps = 100
+    trainer = trainer_lib.Trainer(cfg, tmp_path, source=bad, empty_prompt=fx.empty_prompt())
+    with pytest.raises(trainer_lib.NonFiniteError, match="step 1: non-finite loss"):
+        trainer.train(4)
+    trainer.close()
+    assert trainer.checkpointer.all_steps() == []
+
+
 def test_aot_compile_reports_memory_and_flops():
     from personacraft_jax.train import aot
 

@@ -86,13 +86,17 @@ class StepSetup:
     step_fn: Callable
 
     def jit(self, batch_shardings: Mapping[str, Any]) -> Any:
-        """The step under `jax.jit` with explicit shardings and the state donated."""
-        return jax.jit(
-            self.step_fn,
-            in_shardings=(self.state_shardings, self.frozen_shardings, dict(batch_shardings)),
-            out_shardings=(self.state_shardings, None),
-            donate_argnums=(0,),
-        )
+        return jit_train_step(self.step_fn, self.state_shardings, self.frozen_shardings, batch_shardings)
+
+
+def jit_train_step(step_fn: Callable, state_shardings: Any, frozen_shardings: Any, batch_shardings: Any) -> Any:
+    """`step_fn` under `jax.jit` with explicit in/out shardings and the train state donated."""
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, frozen_shardings, dict(batch_shardings)),
+        out_shardings=(state_shardings, None),
+        donate_argnums=(0,),
+    )
 
 
 def setup_step(
@@ -101,9 +105,14 @@ def setup_step(
     step_cfg: step_lib.StepConfig,
     mesh: jax.sharding.Mesh,
     rules: Mapping[str, Any],
-    empty_prompt: Mapping[str, Any],
+    empty_prompt: Mapping[str, Any] | None,
 ) -> StepSetup:
-    """Splits the networks, makes the optimizer and the state / parameter shardings, and the step function."""
+    """Splits the networks, makes the optimizer and the state / parameter shardings, and the step function.
+
+    `empty_prompt`: the "" prompt's `prompt_embeds` (77, D) / `pooled_prompt_embeds` (D',) for caption dropout;
+    None when the step never drops captions (a placeholder is used)."""
+    if empty_prompt is None:
+        empty_prompt = {"prompt_embeds": np.zeros((1, 1)), "pooled_prompt_embeds": np.zeros((1,))}
     nets, params = step_lib.split_networks(modules)
     trainable = {name: params.pop(name) for name in step_cfg.trainable}
     optimizer = optimizer_lib.make_optimizer(config.train)
@@ -167,14 +176,12 @@ class Trainer:
                 "config data.caption_dropout > 0 needs the empty prompt's embeddings (the data set's "
                 "empty_prompt.npz, written by launch.prep with SDXL encodings)"
             )
-        empty_prompt = empty_prompt or {"prompt_embeds": np.zeros((1, 1)), "pooled_prompt_embeds": np.zeros((1,))}
 
         modules = networks_lib.build_networks(config.model, self.step_cfg.trainable, use_oben, int(config.seed))
         self.validation = _validation_sampler(config, modules)
         setup = setup_step(config, modules, self.step_cfg, self.mesh, self.rules, empty_prompt)
         del modules
-        self._setup = dataclasses.replace(setup, trainable={}, frozen={})  # no host copies of the parameters
-        self.nets, self.optimizer = setup.nets, setup.optimizer
+        self.nets, self.optimizer, self._step_fn = setup.nets, setup.optimizer, setup.step_fn
         self.state_shardings, self.frozen_shardings = setup.state_shardings, setup.frozen_shardings
         self.frozen = jax.device_put(setup.frozen, self.frozen_shardings)
         abstract, trainable = setup.abstract_state, setup.trainable
@@ -223,7 +230,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     def _compile(self, batch: Mapping[str, jax.Array]) -> None:
-        jitted = self._setup.jit({k: v.sharding for k, v in batch.items()})
+        batch_shardings = {k: v.sharding for k, v in batch.items()}
+        jitted = jit_train_step(self._step_fn, self.state_shardings, self.frozen_shardings, batch_shardings)
         start = time.perf_counter()
         self._jitted = jitted.lower(self.state, self.frozen, batch).compile()
         logging.info("compiled the train step in %.1f s", time.perf_counter() - start)
@@ -250,17 +258,28 @@ class Trainer:
         """Runs until `train.num_steps` (or `num_steps` more steps); returns the per-step metrics.
 
         The host never waits for the step it just dispatched: step n's metrics are read after step n + 1 is
-        queued, so loading the next batch and logging overlap the device's work. `step_time` is the time
-        between consecutive steps' completions (the first one after a compile includes nothing of it).
+        queued, so loading the next batch and logging overlap the device's work. Consequences: `step_time` is
+        the time between consecutive steps' completions; under `nan_policy='stop'` the error names step n while
+        step n + 1 has already run (nothing is saved after a non-finite step). Checkpoint, validation and stop
+        steps wait for their own metrics first. A SIGTERM is acted on at the next step (every
+        `log.every_steps` steps in multi-process runs, where agreeing on it is a device collective).
         """
         cfg = self.config
         step = self.step  # one read of the device counter; the host counts from here
         end = int(cfg.train.num_steps) if num_steps is None else step + num_steps
+        stop_check_every = 1 if jax.process_count() == 1 else max(1, int(cfg.log.every_steps))
         stop = _Stop()
         previous = signal.signal(signal.SIGTERM, stop) if _is_main_thread() else None
         history: list[dict[str, float]] = []
         pending: tuple[int, Any] | None = None  # (step, its metrics on device), not read yet
         last_done = time.perf_counter()
+
+        def finish_pending() -> None:
+            nonlocal pending, last_done
+            if pending is not None:
+                item, pending = pending, None
+                last_done = self._finish_step(*item, last_done, history, writer)
+
         try:
             while step < end:
                 batch = self.next_batch()
@@ -269,28 +288,33 @@ class Trainer:
                     last_done = time.perf_counter()
                 self.state, metrics = self._jitted(self.state, self.frozen, batch)
                 step += 1
-                if pending is not None:
-                    last_done = self._finish_step(*pending, last_done, history, writer)
+                finish_pending()  # step - 1, while `step` runs
                 pending = (step, metrics)
                 due_save = step % int(cfg.checkpoint.every_steps) == 0 or step == end
                 due_sample = self.validation is not None and step % int(cfg.log.sample_every_steps) == 0
                 if due_save or due_sample:  # act on a step whose metrics were checked
-                    last_done = self._finish_step(*pending, last_done, history, writer)
-                    pending = None
-                stopping = _any_process(stop.requested)
-                if stopping and pending is not None:
-                    last_done = self._finish_step(*pending, last_done, history, writer)
-                    pending = None
+                    finish_pending()
+                stopping = step % stop_check_every == 0 and _any_process(stop.requested)
+                if stopping:
+                    finish_pending()
                 if due_sample:
                     self.write_validation_samples(step, writer)
-                    last_done = time.perf_counter()
                 if due_save or stopping:
                     self.save()
+                if due_sample or due_save or stopping:
+                    last_done = time.perf_counter()  # the next step's time excludes sampling and saving
                 if stopping:
                     logging.warning("stopped at step %d on request; checkpoint saved", step)
                     break
-            if pending is not None:
-                self._finish_step(*pending, last_done, history, writer)
+            # The last step is always a save step, so no metrics are pending here.
+        except BaseException:
+            if pending is not None:  # record the step that ran before the error, without hiding the error
+                failed_step = pending[0]
+                try:
+                    finish_pending()
+                except Exception:
+                    logging.exception("step %d's metrics could not be recorded after the error below", failed_step)
+            raise
         finally:
             self.checkpointer.wait()
             if previous is not None:
