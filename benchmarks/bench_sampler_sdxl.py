@@ -72,12 +72,13 @@ def _sdxl_models():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("sdxl", "tiny"), default="sdxl", help="tiny: the CPU test networks")
-    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--size", type=int, default=None, help="pixels (default: 1024 sdxl, 64 tiny)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--people", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    args.size = args.size or (1024 if args.preset == "sdxl" else 64)
     import jax
 
     from personacraft_jax.sampling.models import tiny_models

@@ -40,5 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.face_model_name = "antelopev2"
     c.cache_dir = "~/.cache/personacraft_jax/sample"
     c.render_platform = "egl"
+    # A per-step progress bar from inside the compiled loop (a host callback). Executables with host callbacks
+    # are not stored in JAX's persistent compilation cache: set False to reuse compiles across runs.
+    c.progress = True
     c.min_eye_distance_px = 0.5  # a face counts as visible (identity on) from this eye distance; tiny images
     return c

@@ -259,8 +259,8 @@ def build_dataset(
 class SceneSource:
     """Random-access source (`len`, `[i]`) of numpy example dicts, usable by grain.
 
-    `image` is decoded to RGB uint8 (H, W, 3), `image_id` and `caption` to str, `num_people` to int;
-    other fields are as in `data_prep.examples`.
+    `image` is decoded to RGB uint8 (H, W, 3) (or left as PNG bytes: `open_split(decode_image=False)`),
+    `image_id` and `caption` to str, `num_people` to int; other fields are as in `data_prep.examples`.
     """
 
     _TEXT = ("image_id", "caption")

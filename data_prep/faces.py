@@ -132,11 +132,12 @@ def largest_face_embedding(image: np.ndarray, detector: FaceDetector, embedder: 
 
 
 def embed_reference_photo(path: str | pathlib.Path, detector: FaceDetector, embedder: FaceEmbedder) -> np.ndarray:
-    """`largest_face_embedding` of the photo at `path` (any format PIL reads); errors name the file."""
-    from PIL import Image
+    """`largest_face_embedding` of the photo at `path` (any format PIL reads, EXIF orientation applied); errors
+    name the file."""
+    from PIL import Image, ImageOps
 
     with Image.open(path) as photo:
-        image = np.asarray(photo.convert("RGB"))
+        image = np.asarray(ImageOps.exif_transpose(photo).convert("RGB"))  # as the photo is shown
     try:
         return largest_face_embedding(image, detector, embedder)
     except NoFaceFoundError:

@@ -165,12 +165,17 @@ def test_launch_sample_help():
     assert "--scene" in result.stdout and "--out" in result.stdout
 
 
-def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root, face_model_root, capfd):
+def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root, face_model_root, capfd, monkeypatch):
     """1 scene, 2 people (a: face embedding file, b: face photo), 2 steps, 64x64, 2 seeds (batch sharded over 2
     of the 8 test devices), random tiny networks: every output is written, with per-step progress."""
     from configs import sample_tiny
     from data_prep import faces, testing_face_models
+    from personacraft_jax.sampling import sample_job
     from personacraft_jax.sampling.sample_job import run_sample
+
+    steps_seen = []
+    on_step = sample_job.StepProgress.__call__
+    monkeypatch.setattr(sample_job.StepProgress, "__call__", lambda self, i: (steps_seen.append(i), on_step(self, i)))
 
     rng = np.random.default_rng(0)
     np.save(tmp_path / "a.npy", (20 * rng.standard_normal(512)).astype(np.float32))
@@ -192,6 +197,7 @@ def test_launch_sample_tiny_end_to_end(tmp_path, standin_model_root, face_model_
     cfg.smplx_model_root = str(standin_model_root)
     cfg.face_model_root = str(face_model_root)
     result = run_sample(cfg, tmp_path / "scene.json", tmp_path / "out")
+    assert steps_seen == [0, 1]  # once per step of the compiled loop, in order
     err = capfd.readouterr().err
     assert "[sample] denoising: 100%" in err and "2/2" in err, err[-2000:]
     out = tmp_path / "out"

@@ -67,6 +67,8 @@ def device_grid(
     data-parallel replica group; the rest of every axis stays on the fast links (ICI / NVLink). Without it,
     a full TPU/GPU device set gets `create_device_mesh`'s topology-aware order, anything else the given order.
     """
+    if not devices:
+        raise ValueError("no devices to build the mesh from")
     sizes = resolve_axis_sizes(axis_sizes, len(devices))
     dcn = resolve_dcn_sizes(dcn_axis_sizes, sizes)
     shape = tuple(sizes[axis] for axis in MESH_AXES)

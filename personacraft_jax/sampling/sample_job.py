@@ -64,6 +64,8 @@ def face_embeddings(scene: Any, cfg: ml_collections.ConfigDict, dim: int) -> np.
     """(P, dim) raw ArcFace embeddings (zeros for people without a face input); None if nobody has one."""
     if all(p.face is None for p in scene.people):
         return None
+    from data_prep import faces
+
     out = np.zeros((len(scene.people), dim), np.float32)
     detector = embedder = None
     for i, person in enumerate(scene.people):
@@ -74,8 +76,6 @@ def face_embeddings(scene: Any, cfg: ml_collections.ConfigDict, dim: int) -> np.
             continue
         if cfg.face_model_root is None:
             raise ValueError(f"people[{i}].face.image needs config face_model_root (insightface models)")
-        from data_prep import faces
-
         if detector is None:
             detector = faces.FaceDetector(_expand(cfg.face_model_root), cfg.face_model_name)
             embedder = faces.FaceEmbedder(_expand(cfg.face_model_root), cfg.face_model_name)
@@ -183,14 +183,15 @@ def prepare_job(
 
 
 class StepProgress:
-    """A tqdm bar over the denoising steps, advanced by the compiled loop's per-step host callback."""
+    """A tqdm bar over the denoising steps, set by the compiled loop's per-step host callback (step index i
+    done -> i + 1 of the total)."""
 
     def __init__(self) -> None:
         self.bar: Any = None
 
     def __call__(self, step: int) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
+        if self.bar is not None and step + 1 > self.bar.n:
+            self.bar.update(step + 1 - self.bar.n)
 
     def start(self, total: int) -> None:
         from tqdm import tqdm
@@ -198,6 +199,9 @@ class StepProgress:
         self.bar = tqdm(total=total, desc="[sample] denoising", unit="step")
 
     def close(self) -> None:
+        import jax
+
+        jax.effects_barrier()  # callbacks are delivered asynchronously on some backends
         if self.bar is not None:
             self.bar.close()
         self.bar = None
@@ -211,7 +215,7 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     progress = StepProgress()
-    job = prepare_job(cfg, scene_path, on_step=progress)
+    job = prepare_job(cfg, scene_path, on_step=progress if cfg.progress else None)
     scene, cond, sampler, inputs, embeddings = job.scene, job.cond, job.sampler, job.inputs, job.embeddings
     out.mkdir(parents=True, exist_ok=True)
     written = write_conditioning(out / "conditioning", scene, cond)
@@ -223,7 +227,8 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
     timings["compile_s"] = time.perf_counter() - t0
     _log(f"compiled the sampler ({timings['compile_s']:.1f} s); sampling {len(scene.seeds)} image(s)")
     t0 = time.perf_counter()
-    progress.start(scene.steps)
+    if cfg.progress:
+        progress.start(scene.steps)
     try:
         _, images = compiled(sampler.params, sampler.schedule, sampler.place(inputs))
         images = np.asarray(jax.block_until_ready(images))

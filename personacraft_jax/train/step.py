@@ -144,8 +144,8 @@ def make_train_step(
     learning_rate: optax.Schedule | None = None,
 ) -> Callable[[TrainState, Mapping[str, nnx.State], Mapping[str, jax.Array]], tuple[TrainState, dict]]:
     """Returns step(state, frozen_params, batch) -> (new_state, metrics); `trainer.StepSetup.jit` jits it with
-    the run's shardings. `learning_rate`: the optimizer's schedule, to report the rate this update used (it
-    follows the optimizer's own count, which skipped updates do not advance)."""
+    the run's shardings. `learning_rate`: the optimizer's schedule, to report the rate of this update (at the
+    optimizer's own count, which skipped updates do not advance)."""
     scales = dict(cfg.conditioning_scales)
 
     def step(state: TrainState, frozen: Mapping[str, nnx.State], batch: Mapping[str, jax.Array]):
@@ -183,10 +183,11 @@ def make_train_step(
             "loss_finite": jnp.isfinite(loss),
         }
         if learning_rate is not None:
-            counts = optax.tree_utils.tree_get_all_with_path(state.opt_state, "count")
-            if not counts:
-                raise ValueError("the optimizer state has no update count: cannot report its learning rate")
-            metrics["learning_rate"] = learning_rate(counts[0][1])
+            is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+            counts = [x.count for x in jax.tree.leaves(state.opt_state, is_leaf=is_schedule) if is_schedule(x)]
+            if len(counts) != 1:
+                raise ValueError(f"expected one learning-rate schedule in the optimizer state, found {len(counts)}")
+            metrics["learning_rate"] = learning_rate(counts[0])
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng), metrics
 
     return step
