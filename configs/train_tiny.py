@@ -19,8 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     # Multi-slice TPU / multi-node GPU: the part of each mesh axis that spans slices, e.g. data=2 for two slices
-    # each holding whole FSDP groups; the rest stays on ICI / NVLink. TPU groups devices by slice_index, GPU by
-    # process (so on GPUs, run one process per node with all its GPUs when setting this).
+    # each holding whole FSDP groups; the rest stays on ICI / NVLink. TPU groups devices by slice_index, GPU into
+    # nodes of consecutive process ranks (one process per node, or one per GPU with SLURM's block distribution).
     c.mesh_dcn = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
     c.sharding_rules = config_dict.placeholder(dict)  # None = parallel.sharding.DEFAULT_RULES
 

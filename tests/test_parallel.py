@@ -70,10 +70,23 @@ def test_hybrid_grid_keeps_each_group_inside_one_node_or_slice(platform):
     assert sorted(d.id for d in grid.ravel()) == list(range(8))
 
 
+def test_hybrid_grid_groups_one_process_per_gpu_into_nodes():
+    # SLURM with one task per GPU: 8 processes, ranks 0-3 on the first node, 4-7 on the second.
+    devices = [_FakeDevice(i, i, 0, "gpu") for i in (6, 1, 4, 3, 0, 7, 2, 5)]
+    grid = mesh_lib.device_grid({"data": 2, "fsdp": 4}, devices, {"data": 2})
+    assert [[d.process_index for d in grid[i].ravel()] for i in range(2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    uneven = [_FakeDevice(i, p, 0, "gpu") for i, p in enumerate([0, 0, 0, 0, 1, 1, 2, 2])]
+    with pytest.raises(ValueError, match=r"mesh_dcn=.*3 processes cannot be split evenly into 2 nodes"):
+        mesh_lib.device_grid({"data": 2, "fsdp": 4}, uneven, {"data": 2})
+    lopsided = [_FakeDevice(i, p, 0, "gpu") for i, p in enumerate([0, 0, 0, 1, 1, 1, 1, 1])]
+    with pytest.raises(ValueError, match=r"nodes hold \[3, 5\] devices each, expected 4"):
+        mesh_lib.device_grid({"data": 2, "fsdp": 4}, lopsided, {"data": 2})
+
+
 @pytest.mark.parametrize(
     "dcn, message",
     [({"data": 3}, r"mesh_dcn\.data=3: expected a positive divisor of mesh\.data=2"), ({"pipe": 2}, "unknown axes"),
-     ({"data": 2, "fsdp": 2}, "cannot split the devices over processes")],
+     ({"data": 2, "fsdp": 2}, "cannot split the devices over nodes")],
 )  # fmt: skip
 def test_bad_mesh_dcn_names_the_field(dcn, message):
     devices = [_FakeDevice(i, i // 4, i // 4, "gpu") for i in range(8)]

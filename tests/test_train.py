@@ -241,6 +241,17 @@ def test_aot_compile_reports_memory_and_flops():
     assert report.as_dict()["total_bytes"] == report.total_bytes
 
 
+def test_aot_step_time_ignores_placeholder_estimates():
+    from personacraft_jax.train import aot
+
+    assert aot.xla_step_seconds({"optimal_seconds": 0.5}) == 0.5
+    # libtpu's v6e target reports a negative placeholder: no estimate, hence no MFU.
+    for cost in ({"optimal_seconds": -2174.5}, {"optimal_seconds": float("nan")}, {"flops": 1.0}):
+        assert aot.xla_step_seconds(cost) is None
+    report = aot.CompileReport(1, 1, 0, 0, 0, 0, 1e12, aot.xla_step_seconds({"optimal_seconds": -1.0}), 1, 1e12, 1)
+    assert report.mfu is None
+
+
 def _abstract_scnet_params():
     from flax import nnx
 

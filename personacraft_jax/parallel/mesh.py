@@ -55,6 +55,37 @@ def resolve_dcn_sizes(dcn_axis_sizes: Mapping[str, int] | None, sizes: Mapping[s
     return dcn
 
 
+def node_groups(devices: Sequence[jax.Device], count: int) -> list[list[jax.Device]]:
+    """GPU/CPU devices split into `count` nodes: consecutive process indices, equally many per node.
+
+    Covers one process per node and one process per GPU with SLURM's default block distribution of
+    ranks (ranks 0..k-1 on the first node, k..2k-1 on the second, ...). Devices keep (process, id) order.
+    """
+    processes = sorted({d.process_index for d in devices})
+    if len(processes) % count:
+        raise ValueError(f"{len(processes)} processes cannot be split evenly into {count} nodes")
+    per_node = len(processes) // count
+    node_of = {p: rank // per_node for rank, p in enumerate(processes)}
+    groups: list[list[jax.Device]] = [[] for _ in range(count)]
+    for device in sorted(devices, key=lambda d: (d.process_index, d.id)):
+        groups[node_of[device.process_index]].append(device)
+    return groups
+
+
+def _hybrid_grid(inner: tuple[int, ...], dcn_shape: tuple[int, ...], devices: Sequence[jax.Device]) -> np.ndarray:
+    """An (inner * dcn_shape) device array whose dcn_shape blocks are whole TPU slices or GPU nodes."""
+    if devices[0].platform == "tpu":
+        return mesh_utils.create_hybrid_device_mesh(inner, dcn_shape, devices)  # groups by slice_index
+    groups = node_groups(devices, math.prod(dcn_shape))
+    sizes = {len(group) for group in groups}
+    if sizes != {math.prod(inner)}:
+        raise ValueError(f"nodes hold {sorted(sizes)} devices each, expected {math.prod(inner)}")
+    blocks = np.empty(dcn_shape, dtype=object)
+    for index, group in zip(np.ndindex(*dcn_shape), groups, strict=True):
+        blocks[index] = np.asarray(group, dtype=object).reshape(inner)
+    return np.block(blocks.tolist())
+
+
 def device_grid(
     axis_sizes: Mapping[str, int],
     devices: Sequence[jax.Device],
@@ -63,7 +94,7 @@ def device_grid(
     """`devices` arranged as a ('data', 'fsdp', 'tensor') array.
 
     `dcn_axis_sizes` (config `mesh_dcn`): how much of each axis spans the slow network, e.g. {'data': 2}
-    for two TPU slices (grouped by `slice_index`) or two GPU nodes (grouped by process) that each hold a
+    for two TPU slices (grouped by `slice_index`) or two GPU nodes (see `node_groups`) that each hold a
     data-parallel replica group; the rest of every axis stays on the fast links (ICI / NVLink). Without it,
     a full TPU/GPU device set gets `create_device_mesh`'s topology-aware order, anything else the given order.
     """
@@ -75,11 +106,10 @@ def device_grid(
     if math.prod(dcn.values()) > 1:
         dcn_shape = tuple(dcn[axis] for axis in MESH_AXES)
         inner = tuple(size // d for size, d in zip(shape, dcn_shape, strict=True))
-        by_process = devices[0].platform != "tpu"  # GPU / CPU devices carry no slice_index
         try:
-            return mesh_utils.create_hybrid_device_mesh(inner, dcn_shape, devices, process_is_granule=by_process)
+            return _hybrid_grid(inner, dcn_shape, devices)
         except ValueError as e:
-            granule = "processes" if by_process else "slices"
+            granule = "slices" if devices[0].platform == "tpu" else "nodes"
             raise ValueError(f"config mesh_dcn={dcn}: cannot split the devices over {granule} that way ({e})") from e
     if devices[0].platform in ("tpu", "gpu") and len(devices) == jax.device_count():
         return mesh_utils.create_device_mesh(shape, devices)

@@ -8,6 +8,7 @@ by libtpu on a CPU machine). The compiled executable reports per-chip memory and
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -90,6 +91,15 @@ def abstract_batch(config: Any, unet_config: Any, mesh: Mesh, use_oben: bool) ->
     }
 
 
+def xla_step_seconds(cost: dict[str, Any]) -> float | None:
+    """XLA's estimated step time from a cost analysis, or None where the backend gives no usable one.
+
+    Some libtpu targets (v6e in jax 0.10.2) put a negative placeholder in `optimal_seconds`.
+    """
+    seconds = float(cost.get("optimal_seconds", math.nan))
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 def compile_train_step(config: Any, devices: list, chip: str | None = None) -> tuple[Any, CompileReport]:
     """Lowers and compiles the configured train step for `devices`; returns (compiled, report)."""
     import time
@@ -127,7 +137,7 @@ def compile_train_step(config: Any, devices: list, chip: str | None = None) -> t
         output_bytes=int(memory.output_size_in_bytes),
         alias_bytes=int(memory.alias_size_in_bytes),
         flops_per_chip=float(cost.get("flops", 0.0)),
-        xla_seconds=float(cost["optimal_seconds"]) if "optimal_seconds" in cost else None,
+        xla_seconds=xla_step_seconds(cost),
         chip_hbm_bytes=hbm,
         chip_peak_flops=peak,
         compile_seconds=seconds,
