@@ -125,6 +125,29 @@ def test_restore_error_is_not_a_fresh_start(tmp_path):
         _trainer(tmp_path)
 
 
+def test_restore_params_reads_only_the_parameters(tmp_path):
+    import jax.numpy as jnp
+    import optax
+
+    from personacraft_jax.train import checkpoint as checkpoint_lib
+    from personacraft_jax.train.step import TrainState
+
+    params = {"scnet": {"conv": {"kernel": jnp.arange(12.0).reshape(3, 4)}}}
+    state = TrainState(jnp.array(7), params, optax.adamw(1e-3).init(params), jnp.zeros(2, jnp.uint32))
+    checkpointer = checkpoint_lib.Checkpointer(tmp_path / "ckpt", async_save=False)
+    checkpointer.save(7, state, {"epoch": 0})
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), params)
+    restored = checkpointer.restore_params(None, target)
+    np.testing.assert_array_equal(restored["scnet"]["conv"]["kernel"], params["scnet"]["conv"]["kernel"])
+    with pytest.raises(checkpoint_lib.CheckpointError, match=r"no checkpoint at step 3; have \[7\]"):
+        checkpointer.restore_params(3, target)
+    wrong = {"scnet": {"conv": {"kernel": jax.ShapeDtypeStruct((4, 4), jnp.float32, sharding=sharding)}}}
+    with pytest.raises(checkpoint_lib.CheckpointError, match="restoring the parameters of step 7 failed"):
+        checkpointer.restore_params(7, wrong)
+    checkpointer.close()
+
+
 def test_export_loads_in_diffusers_with_the_same_outputs(straight_run, tmp_path):
     import diffusers
     import jax.numpy as jnp

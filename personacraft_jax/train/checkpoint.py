@@ -51,14 +51,19 @@ class Checkpointer:
             force=True,
         )
 
-    def restore(self, step: int | None, target: Any, with_data: bool = True) -> tuple[Any, dict[str, Any] | None]:
-        """Restores checkpoint `step` (None = latest) into `target` (see `abstract_with_shardings`); returns
-        (state, data state) — the data state only `with_data`."""
+    def _checked_step(self, step: int | None) -> int:
+        """`step`, or the latest one for None; raises CheckpointError when there is no such checkpoint."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{self.directory}: no checkpoint to restore")
         if step not in self.all_steps():
             raise CheckpointError(f"{self.directory}: no checkpoint at step {step}; have {self.all_steps()}")
+        return step
+
+    def restore(self, step: int | None, target: Any, with_data: bool = True) -> tuple[Any, dict[str, Any] | None]:
+        """Restores checkpoint `step` (None = latest) into `target` (see `abstract_with_shardings`); returns
+        (state, data state) — the data state only `with_data`."""
+        step = self._checked_step(step)
         try:
             restored = self._manager.restore(
                 step,
@@ -69,6 +74,21 @@ class Checkpointer:
         except Exception as e:  # orbax raises many types; re-raise with the checkpoint named.
             raise CheckpointError(f"{self.directory}: restoring step {step} failed: {e}") from e
         return restored["state"], restored["data"] if with_data else None
+
+    def restore_params(self, step: int | None, target: Any) -> Any:
+        """Only `state.params` of checkpoint `step` (None = latest), restored into `target` (the abstract
+        params with shardings): no optimizer moments are read, e.g. for export."""
+        step = self._checked_step(step)
+        path = ocp.step.standard_name_format().find_step(self._manager.directory, step).path / "state"
+        item = {"params": target}
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), item)
+        try:
+            restored = ocp.PyTreeCheckpointer().restore(
+                path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+            )
+        except Exception as e:  # orbax raises many types; re-raise with the checkpoint named.
+            raise CheckpointError(f"{self.directory}: restoring the parameters of step {step} failed: {e}") from e
+        return restored["params"]
 
     def wait(self) -> None:
         """Blocks until an in-flight async save is complete on disk."""

@@ -45,13 +45,13 @@ def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | No
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
     no_prompt = {"prompt_embeds": np.zeros((1, 1)), "pooled_prompt_embeds": np.zeros((1,))}  # the step is not run
     setup = trainer_lib.setup_step(config, modules, step_cfg, mesh, sharding_lib.DEFAULT_RULES, no_prompt)
-    target = checkpoint_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
+    target = checkpoint_lib.abstract_with_shardings(setup.abstract_state.params, setup.state_shardings.params)
     checkpointer = checkpoint_lib.Checkpointer(pathlib.Path(workdir) / "checkpoints", async_save=False)
     try:
-        state, _ = checkpointer.restore(step, target, with_data=False)
+        params = checkpointer.restore_params(step, target)
     finally:
         checkpointer.close()
-    return {name: setup.nets.module(name, state.params[name]) for name in step_cfg.trainable}
+    return {name: setup.nets.module(name, params[name]) for name in step_cfg.trainable}
 
 
 def export_diffusers(

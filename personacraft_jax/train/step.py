@@ -131,10 +131,6 @@ def predict(nets: Networks, params: Mapping[str, nnx.State], batch, noisy, t, pr
     )
 
 
-def _global_norm(tree) -> jax.Array:
-    return optax.global_norm(jax.tree.leaves(tree))
-
-
 def make_train_step(
     nets: Networks,
     cfg: StepConfig,
@@ -169,16 +165,16 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
 
-        grad_norms = {name: _global_norm(g) for name, g in grads.items()}
+        grad_norms = {name: optax.tree.norm(g) for name, g in grads.items()}
         finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.isfinite(n) for n in grad_norms.values()]))
         if cfg.nan_policy == "skip":
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
             params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
         metrics = {
             **metrics,
-            "grad_norm": _global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             **{f"grad_norm/{name}": norm for name, norm in grad_norms.items()},
-            "param_norm": _global_norm(params),
+            "param_norm": optax.tree.norm(params),
             "finite": finite,
             "loss_finite": jnp.isfinite(loss),
         }
