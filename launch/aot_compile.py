@@ -50,6 +50,7 @@ def main(argv: list[str]) -> None:
         f"memory {report.total_bytes / gib:.2f} GiB/chip (arguments {report.argument_bytes / gib:.2f}, "
         f"temporaries {report.temp_bytes / gib:.2f})"
         + (f" of {report.chip_hbm_bytes / gib:.0f}" if report.chip_hbm_bytes else "")
+        + {True: " (fits)", False: " (DOES NOT FIT)", None: ""}[report.fits]
         + f", {report.flops_per_chip / 1e12:.2f} TFLOP/chip"
         + (f", XLA estimate {report.xla_seconds:.3f} s/step" if report.xla_seconds else "")
         + (f", MFU {report.mfu:.1%}" if report.mfu else "")

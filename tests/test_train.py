@@ -6,6 +6,8 @@ compiles (8-device and 1-device meshes) through JAX's persistent cache.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -262,6 +264,9 @@ def test_aot_compile_reports_memory_and_flops():
     assert report.temp_bytes > 0 and report.flops_per_chip > 0
     assert report.per_chip_batch == 1 and report.devices == 8
     assert report.as_dict()["total_bytes"] == report.total_bytes
+    assert report.fits == (report.total_bytes <= 95 * 1024**3)
+    squeezed = dataclasses.replace(report, chip_hbm_bytes=report.total_bytes - 1)
+    assert squeezed.fits is False and dataclasses.replace(report, chip_hbm_bytes=None).fits is None
 
 
 def test_aot_step_time_ignores_placeholder_estimates():

@@ -55,13 +55,21 @@ class CompileReport:
         return self.argument_bytes + self.temp_bytes + self.output_bytes - self.alias_bytes
 
     @property
+    def fits(self) -> bool | None:
+        """Whether arguments + temporaries + outputs fit in the chip's HBM (None: chip unknown).
+
+        The compile itself is no test: for large batches libtpu's compile-only targets return programs
+        a little over the chip's HBM instead of failing."""
+        return None if self.chip_hbm_bytes is None else self.total_bytes <= self.chip_hbm_bytes
+
+    @property
     def mfu(self) -> float | None:
         if not self.xla_seconds or not self.chip_peak_flops:
             return None
         return self.flops_per_chip / self.xla_seconds / self.chip_peak_flops
 
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "total_bytes": self.total_bytes, "mfu": self.mfu}
+        return {**dataclasses.asdict(self), "total_bytes": self.total_bytes, "fits": self.fits, "mfu": self.mfu}
 
 
 def abstract_batch(config: Any, unet_config: Any, mesh: Mesh, use_oben: bool) -> dict[str, jax.ShapeDtypeStruct]:
