@@ -140,7 +140,7 @@ def test_restore_params_reads_only_the_parameters(tmp_path):
     checkpointer.save(7, state, {"epoch": 0})
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), params)
-    restored = checkpointer.restore_params(None, target)
+    restored = checkpointer.restore_params(None, target)  # a params-only target: a full restore would refuse it
     np.testing.assert_array_equal(restored["scnet"]["conv"]["kernel"], params["scnet"]["conv"]["kernel"])
     with pytest.raises(checkpoint_lib.CheckpointError, match=r"no checkpoint at step 3; have \[7\]"):
         checkpointer.restore_params(3, target)
@@ -264,7 +264,7 @@ def test_aot_compile_reports_memory_and_flops():
     assert report.temp_bytes > 0 and report.flops_per_chip > 0
     assert report.per_chip_batch == 1 and report.devices == 8
     assert report.as_dict()["total_bytes"] == report.total_bytes
-    assert report.fits == (report.total_bytes <= 95 * 1024**3)
+    assert report.fits is True  # a tiny model is far below a v5p chip's 95 GiB
     squeezed = dataclasses.replace(report, chip_hbm_bytes=report.total_bytes - 1)
     assert squeezed.fits is False and dataclasses.replace(report, chip_hbm_bytes=None).fits is None
 
