@@ -24,6 +24,8 @@ from personacraft_jax.convert.safetensors_io import read_safetensors, write_safe
 from personacraft_jax.parallel import sharding as sharding_lib
 from personacraft_jax.train import checkpoint as checkpoint_lib
 from personacraft_jax.train import networks as networks_lib
+from personacraft_jax.train import state as state_lib
+from personacraft_jax.train import step as step_lib
 from personacraft_jax.train import trainer as trainer_lib
 
 
@@ -42,16 +44,17 @@ def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | No
     modules = nnx.eval_shape(
         lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed), abstract=True)
     )
+    nets, params = step_lib.split_networks(modules)
+    trainable = {name: params[name] for name in step_cfg.trainable}  # what TrainState.params holds
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
-    no_prompt = {"prompt_embeds": np.zeros((1, 1)), "pooled_prompt_embeds": np.zeros((1,))}  # the step is not run
-    setup = trainer_lib.setup_step(config, modules, step_cfg, mesh, sharding_lib.DEFAULT_RULES, no_prompt)
-    target = checkpoint_lib.abstract_with_shardings(setup.abstract_state.params, setup.state_shardings.params)
+    shardings = state_lib.params_shardings(trainable, mesh, sharding_lib.DEFAULT_RULES)
+    target = checkpoint_lib.abstract_with_shardings(trainable, shardings)
     checkpointer = checkpoint_lib.Checkpointer(pathlib.Path(workdir) / "checkpoints", async_save=False)
     try:
-        params = checkpointer.restore_params(step, target)
+        restored = checkpointer.restore_params(step, target)
     finally:
         checkpointer.close()
-    return {name: setup.nets.module(name, params[name]) for name in step_cfg.trainable}
+    return {name: nets.module(name, restored[name]) for name in step_cfg.trainable}
 
 
 def export_diffusers(
