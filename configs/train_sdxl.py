@@ -1,6 +1,6 @@
 """Train SCNet on SDXL base 1.0 at 1024 x 1024 (real scale).
 
-    python -m launch.train --config=configs/train_sdxl.py --workdir=gs://bucket/run \
+    python -m launch.train --config=configs/train_sdxl.py --workdir=/mnt/shared/run \
         --config.model.sdxl_folder=/path/to/stable-diffusion-xl-base-1.0 \
         --config.data.data_dir=/path/to/prepared_shards
 

@@ -2,9 +2,11 @@
 # Train on a Cloud TPU VM pod slice: every worker runs the same command (jax.distributed discovers the
 # slice from the TPU metadata, so no coordinator flags are needed).
 #
-#   TPU=my-v5p-32 ZONE=us-east5-a WORKDIR=gs://bucket/run DATA=gs://bucket/shards SDXL=/mnt/sdxl \
+#   TPU=my-v5p-32 ZONE=us-east5-a WORKDIR=/mnt/gcs/run DATA=/mnt/gcs/shards SDXL=/mnt/sdxl \
 #     bash launch/tpu_pod.sh [--config.x=y ...]
 #
+# WORKDIR and DATA are paths every worker sees (e.g. a bucket mounted with gcsfuse at /mnt/gcs on each
+# worker): checkpoints are written by all workers into one folder. gs:// URLs are refused.
 # Assumes the repository is checked out at ~/personacraft-jax on every worker and `make venv` (with the
 # tpu extra: .venv/bin/pip install -e '.[tpu]') has been run there.
 set -euo pipefail

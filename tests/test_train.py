@@ -7,6 +7,7 @@ compiles (8-device and 1-device meshes) through JAX's persistent cache.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -112,6 +113,11 @@ def test_training_reduces_the_loss(tmp_path):
         (lambda c: setattr(c.model, "scnet_folder", "/nonexistent/scnet"), "model.scnet_folder"),
         (lambda c: setattr(c.train, "nan_policy", "ignore"), "train.nan_policy"),
         (lambda c: setattr(c.train, "trainable", ("oben",)), "model.scnet_folder is required"),
+        (lambda c: setattr(c.checkpoint, "keep", 0), r"checkpoint\.keep=0; expected an integer >= 1"),
+        (lambda c: setattr(c.checkpoint, "every_steps", 0), r"checkpoint\.every_steps=0"),
+        (lambda c: setattr(c.log, "every_steps", 0), r"log\.every_steps=0"),
+        (lambda c: setattr(c.train, "learning_rate", 0.0), r"train\.learning_rate=0\.0; expected > 0"),
+        (lambda c: setattr(c.train, "min_snr_gamma", 0.0), r"train\.min_snr_gamma=0\.0"),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_field(tmp_path, change, message):
@@ -121,10 +127,47 @@ def test_bad_config_fails_at_start_naming_the_field(tmp_path, change, message):
         _trainer(tmp_path, cfg)
 
 
+def test_url_workdir_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"--workdir=gs://bucket/run: URLs are not supported"):
+        _trainer("gs://bucket/run")
+
+
 def test_restore_error_is_not_a_fresh_start(tmp_path):
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)  # a step folder with nothing restorable in it
+    (tmp_path / "config.json").write_text('{"the run": "that wrote step 4"}')
     with pytest.raises(Exception, match="restor"):
         _trainer(tmp_path)
+    # export rebuilds the networks from config.json: a launch that could not resume must not replace it
+    assert (tmp_path / "config.json").read_text() == '{"the run": "that wrote step 4"}'
+
+
+@pytest.mark.parametrize(
+    "scheduler, message",
+    [
+        (
+            {"prediction_type": "v_prediction"},
+            r"train\.prediction_type='epsilon', but .* has prediction_type='v_prediction'",
+        ),
+        (
+            {"beta_schedule": "linear"},
+            r"train\.noise_schedule\.beta_schedule='scaled_linear', but .* has beta_schedule='linear'",
+        ),
+        ({"num_train_timesteps": 500}, r"train\.noise_schedule\.num_train_timesteps=1000"),
+    ],
+)
+def test_noise_schedule_must_match_the_unets_scheduler(tmp_path, scheduler, message):
+    from personacraft_jax.sampling import schedulers
+    from personacraft_jax.train import run_checks
+
+    (tmp_path / "scheduler").mkdir()
+    path = tmp_path / "scheduler" / "scheduler_config.json"
+    cfg = fx.config()
+    cfg.model.sdxl_folder = str(tmp_path)
+    path.write_text(json.dumps(schedulers.SDXL_SCHEDULER_CONFIG))
+    run_checks.check_noise_schedule(cfg)  # SDXL base's own scheduler agrees with the training schedule
+    path.write_text(json.dumps({**schedulers.SDXL_SCHEDULER_CONFIG, **scheduler}))
+    with pytest.raises(ValueError, match=message):
+        run_checks.check_noise_schedule(cfg)
 
 
 def test_restore_params_reads_only_the_parameters(tmp_path):
@@ -255,14 +298,15 @@ def test_nan_policy_stop_raises_and_saves_nothing(tmp_path):
 def test_aot_compile_reports_memory_and_flops():
     from personacraft_jax.train import aot
 
-    cfg = fx.config()
+    cfg = fx.config(data=2, fsdp=2, tensor=2)
     cfg.data.resolution, cfg.data.text_tokens = fx.PIXELS, fx.TEXT_TOKENS
     _, report = aot.compile_train_step(cfg, jax.devices(), chip="v5p")
     trainable_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(_abstract_scnet_params()))
-    # Per chip: the fp32 SCNet + two AdamW moments, sharded over fsdp=4, are part of the arguments.
+    # Per chip: the fp32 SCNet + two AdamW moments, split at most fsdp x tensor = 4 ways, are arguments.
     assert report.argument_bytes >= 3 * trainable_bytes / 4
     assert report.temp_bytes > 0 and report.flops_per_chip > 0
-    assert report.per_chip_batch == 1 and report.devices == 8
+    # 8 examples over data x fsdp = 4 example shards; the tensor axis splits the models, not the batch
+    assert report.per_chip_batch == 2 and report.devices == 8
     assert report.as_dict()["total_bytes"] == report.total_bytes
     assert report.fits is True  # a tiny model is far below a v5p chip's 95 GiB
     squeezed = dataclasses.replace(report, chip_hbm_bytes=report.total_bytes - 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -18,6 +19,7 @@ from jax.sharding import Mesh
 
 from personacraft_jax.parallel import mesh as mesh_lib
 from personacraft_jax.parallel import sharding as sharding_lib
+from personacraft_jax.train import checkpoint as checkpoint_lib
 from personacraft_jax.train import networks as networks_lib
 from personacraft_jax.train import trainer as trainer_lib
 
@@ -72,8 +74,11 @@ class CompileReport:
         return {**dataclasses.asdict(self), "total_bytes": self.total_bytes, "fits": self.fits, "mfu": self.mfu}
 
 
-def abstract_batch(config: Any, unet_config: Any, mesh: Mesh, use_oben: bool) -> dict[str, jax.ShapeDtypeStruct]:
-    """The model inputs of one global batch at `data.resolution`, as sharded ShapeDtypeStructs."""
+def abstract_batch(
+    config: Any, unet_config: Any, mesh: Mesh, use_oben: bool, rules: Mapping[str, Any] = sharding_lib.DEFAULT_RULES
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """The model inputs of one global batch at `data.resolution`, as ShapeDtypeStructs sharded as the trainer
+    shards batches (the `batch` rule of `rules`)."""
     b, size = int(config.data.batch_size), int(config.data.resolution)
     h = size // int(config.data.latent_factor)
     pooled = unet_config.projection_class_embeddings_input_dim - 6 * unet_config.addition_time_embed_dim
@@ -93,7 +98,7 @@ def abstract_batch(config: Any, unet_config: Any, mesh: Mesh, use_oben: bool) ->
         name: jax.ShapeDtypeStruct(
             shape,
             jnp.bool_ if name == "drop_caption" else jnp.float32,
-            sharding=sharding_lib.batch_sharding(mesh, len(shape)),
+            sharding=sharding_lib.batch_sharding(mesh, len(shape), rules),
         )
         for name, shape in shapes.items()
     }
@@ -120,16 +125,15 @@ def compile_train_step(config: Any, devices: list, chip: str | None = None) -> t
         lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed), abstract=True)
     )
     unet_config = modules["unet"].config
-    batch = abstract_batch(config, unet_config, mesh, use_oben)
+    batch = abstract_batch(config, unet_config, mesh, use_oben, rules)
     empty = {
         "prompt_embeds": jnp.zeros(batch["prompt_embeds"].shape[1:], jnp.float32),
         "pooled_prompt_embeds": jnp.zeros(batch["pooled_prompt_embeds"].shape[1:], jnp.float32),
     }
     setup = trainer_lib.setup_step(config, modules, step_cfg, mesh, rules, empty)
-    with_sh = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
     jitted = setup.jit({k: v.sharding for k, v in batch.items()})
-    state = with_sh(setup.abstract_state, setup.state_shardings)
-    frozen = with_sh(setup.frozen, setup.frozen_shardings)
+    state = checkpoint_lib.abstract_with_shardings(setup.abstract_state, setup.state_shardings)
+    frozen = checkpoint_lib.abstract_with_shardings(setup.frozen, setup.frozen_shardings)
     start = time.perf_counter()
     compiled = jitted.lower(state, frozen, batch).compile()
     seconds = time.perf_counter() - start
@@ -137,9 +141,10 @@ def compile_train_step(config: Any, devices: list, chip: str | None = None) -> t
     cost = compiled.cost_analysis()
     cost = (cost[0] if isinstance(cost, list | tuple) else cost) or {}
     peak, hbm = CHIPS.get(chip, (None, None)) if chip else (None, None)
+    examples_split = mesh.shape["data"] * mesh.shape["fsdp"]  # `tensor` splits the models, not the examples
     report = CompileReport(
         devices=len(devices),
-        per_chip_batch=int(config.data.batch_size) / len(devices),
+        per_chip_batch=int(config.data.batch_size) / examples_split,
         argument_bytes=int(memory.argument_size_in_bytes),
         temp_bytes=int(memory.temp_size_in_bytes),
         output_bytes=int(memory.output_size_in_bytes),

@@ -30,6 +30,7 @@ from personacraft_jax.sampling import schedulers
 from personacraft_jax.train import checkpoint as checkpoint_lib
 from personacraft_jax.train import networks as networks_lib
 from personacraft_jax.train import optimizer as optimizer_lib
+from personacraft_jax.train import run_checks
 from personacraft_jax.train import state as state_lib
 from personacraft_jax.train import step as step_lib
 from personacraft_jax.train.metrics_writer import MetricsWriter
@@ -158,11 +159,12 @@ class Trainer:
         empty_prompt: Mapping[str, np.ndarray] | None,
         devices: list[jax.Device] | None = None,
     ):
+        run_checks.check_workdir(workdir)
+        run_checks.check_positive_settings(config)
+        run_checks.check_noise_schedule(config)
         self.config = config
         self.workdir = os.fspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
-        if jax.process_index() == 0:  # what launch.export rebuilds the networks from (written atomically)
-            atomic_write.write_text(os.path.join(self.workdir, "config.json"), config.to_json_best_effort(indent=2))
         self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices, dict(config.get("mesh_dcn") or {}))
         self.rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
         global_batch = int(config.data.batch_size)
@@ -225,6 +227,10 @@ class Trainer:
             )
             self.state = init(trainable)
         del trainable
+        # What launch.export rebuilds the networks from; written only now, so a launch whose config cannot
+        # restore the run's checkpoints leaves the run's config.json as it was.
+        if jax.process_index() == 0:
+            atomic_write.write_text(os.path.join(self.workdir, "config.json"), config.to_json_best_effort(indent=2))
         self._jitted = None  # compiled on the first batch, when the batch shapes are known
         self.flops_per_step: float | None = None
 

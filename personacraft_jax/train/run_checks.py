@@ -1,0 +1,65 @@
+"""Start-up checks of a training run's settings that would otherwise fail late, or never.
+
+Each error names the config field (or `--workdir`) and what was expected. Checked before any network is
+built, so a bad value costs seconds, not a compile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from personacraft_jax.sampling import schedulers
+
+# The training noise schedule's fields that must agree with the frozen UNet's scheduler config.
+_SCHEDULE_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
+
+
+def check_workdir(workdir: str | os.PathLike) -> None:
+    """The run folder must be a file-system path every process sees (a URL would become a local folder)."""
+    if "://" in os.fspath(workdir):
+        raise ValueError(
+            f"--workdir={os.fspath(workdir)}: URLs are not supported; give a path on a file system that every "
+            "process sees (e.g. a gcsfuse, Filestore or NFS mount)"
+        )
+
+
+def check_positive_settings(config: Any) -> None:
+    """Step intervals and counts that must be >= 1, and a learning rate that must be > 0."""
+    for section, name in (("checkpoint", "every_steps"), ("checkpoint", "keep"), ("log", "every_steps")):
+        value = config[section][name]
+        if int(value) < 1:
+            raise ValueError(f"config {section}.{name}={value}; expected an integer >= 1")
+    if not float(config.train.learning_rate) > 0:
+        raise ValueError(f"config train.learning_rate={config.train.learning_rate}; expected > 0")
+    gamma = config.train.get("min_snr_gamma")
+    if gamma is not None and not float(gamma) > 0:
+        raise ValueError(f"config train.min_snr_gamma={gamma}; expected > 0, or None for no min-SNR weighting")
+
+
+def check_noise_schedule(config: Any) -> None:
+    """`train.prediction_type` and `train.noise_schedule` must be those the frozen UNet was trained with:
+    the SDXL folder's `scheduler/scheduler_config.json`, when the run has one (diffusers' defaults fill
+    missing keys: prediction_type 'epsilon')."""
+    folder = config.model.get("sdxl_folder")
+    if not folder:
+        return
+    path = os.path.join(os.path.expanduser(folder), "scheduler", "scheduler_config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        scheduler = json.load(f)
+    expected = scheduler.get("prediction_type", "epsilon")
+    if config.train.prediction_type != expected:
+        raise ValueError(
+            f"config train.prediction_type={config.train.prediction_type!r}, but the UNet's scheduler ({path}) "
+            f"has prediction_type={expected!r}: the ControlNets must be trained for the UNet's parameterisation"
+        )
+    schedule = schedulers.SchedulerConfig(**dict(config.train.noise_schedule))  # with its defaults filled in
+    for key in _SCHEDULE_FIELDS:
+        if key in scheduler and getattr(schedule, key) != scheduler[key]:
+            raise ValueError(
+                f"config train.noise_schedule.{key}={getattr(schedule, key)!r}, but the UNet's scheduler ({path}) "
+                f"has {key}={scheduler[key]!r}"
+            )
