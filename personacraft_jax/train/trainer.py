@@ -3,7 +3,7 @@
 One `Trainer` = one run in `workdir` (`config.json`, `checkpoints/`, `tensorboard/`). If `workdir` has a checkpoint the
 run resumes from it (parameters, optimizer, step, RNG, data-iterator position) into this run's mesh; a
 checkpoint that cannot be restored is an error, never a fresh start. SIGTERM (preemption) saves a
-checkpoint at the next step boundary and returns.
+checkpoint at the next step boundary and returns (with several processes: at one step all of them agree on).
 """
 
 from __future__ import annotations
@@ -162,6 +162,11 @@ class Trainer:
         run_checks.check_workdir(workdir)
         run_checks.check_positive_settings(config)
         run_checks.check_noise_schedule(config)
+        if jax.process_count() > 1 and not jax.config.jax_enable_preemption_service:
+            raise ValueError(
+                "multi-process training stops on SIGTERM through JAX's preemption service; it is disabled "
+                "(jax_enable_preemption_service=False)"
+            )
         self.config = config
         self.workdir = os.fspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
@@ -267,15 +272,17 @@ class Trainer:
         queued, so loading the next batch and logging overlap the device's work. Consequences: `step_time` is
         the time between consecutive steps' completions; under `nan_policy='stop'` the error names step n while
         step n + 1 has already run (nothing is saved after a non-finite step). Checkpoint, validation and stop
-        steps wait for their own metrics first. A SIGTERM is acted on at the next step (every
-        `log.every_steps` steps in multi-process runs, where agreeing on it is a device collective).
+        steps wait for their own metrics first. A SIGTERM is acted on at the next step; in multi-process runs
+        it goes to JAX's preemption service (`jax.distributed`), which tells every process, and all of them
+        stop and save at the same step (`multihost_utils.reached_preemption_sync_point`).
         """
         cfg = self.config
         step = self.step  # one read of the device counter; the host counts from here
         end = int(cfg.train.num_steps) if num_steps is None else step + num_steps
-        stop_check_every = 1 if jax.process_count() == 1 else max(1, int(cfg.log.every_steps))
         stop = _Stop()
-        previous = signal.signal(signal.SIGTERM, stop) if _is_main_thread() else None
+        # Multi-process: JAX's preemption service has its own SIGTERM handler; a Python one would replace it.
+        own_handler = jax.process_count() == 1 and _is_main_thread()
+        previous = signal.signal(signal.SIGTERM, stop) if own_handler else None
         history: list[dict[str, float]] = []
         pending: tuple[int, Any] | None = None  # (step, its metrics on device), not read yet
         last_done = time.perf_counter()
@@ -300,7 +307,7 @@ class Trainer:
                 due_sample = self.validation is not None and step % int(cfg.log.sample_every_steps) == 0
                 if due_save or due_sample:  # act on a step whose metrics were checked
                     finish_pending()
-                stopping = step % stop_check_every == 0 and _any_process(stop.requested)
+                stopping = _stop_requested(step, stop)
                 if stopping:
                     finish_pending()
                 if due_sample:
@@ -407,9 +414,11 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _any_process(flag: bool) -> bool:
+def _stop_requested(step: int, stop: _Stop) -> bool:
+    """Whether to save and stop after `step`: this process's SIGTERM flag, or, with several processes, the
+    preemption sync point every process reaches at the same step (to be asked at every step)."""
     if jax.process_count() == 1:
-        return flag
+        return stop.requested
     from jax.experimental import multihost_utils
 
-    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+    return multihost_utils.reached_preemption_sync_point(step)
