@@ -116,7 +116,7 @@ def test_training_reduces_the_loss(tmp_path):
         (lambda c: setattr(c.checkpoint, "keep", 0), r"checkpoint\.keep=0; expected an integer >= 1"),
         (lambda c: setattr(c.checkpoint, "every_steps", 0), r"checkpoint\.every_steps=0"),
         (lambda c: setattr(c.log, "every_steps", 0), r"log\.every_steps=0"),
-        (lambda c: setattr(c.train, "learning_rate", 0.0), r"train\.learning_rate=0\.0; expected > 0"),
+        (lambda c: setattr(c.train, "learning_rate", 0.0), r"train\.learning_rate=0\.0; expected a number > 0"),
         (lambda c: setattr(c.train, "min_snr_gamma", 0.0), r"train\.min_snr_gamma=0\.0"),
     ],
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from personacraft_jax.sampling import schedulers
@@ -18,7 +19,7 @@ _SCHEDULE_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_sched
 
 def check_workdir(workdir: str | os.PathLike) -> None:
     """The run folder must be a file-system path every process sees (a URL would become a local folder)."""
-    if "://" in os.fspath(workdir):
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", os.fspath(workdir)):
         raise ValueError(
             f"--workdir={os.fspath(workdir)}: URLs are not supported; give a path on a file system that every "
             "process sees (e.g. a gcsfuse, Filestore or NFS mount)"
@@ -29,19 +30,20 @@ def check_positive_settings(config: Any) -> None:
     """Step intervals and counts that must be >= 1, and a learning rate that must be > 0."""
     for section, name in (("checkpoint", "every_steps"), ("checkpoint", "keep"), ("log", "every_steps")):
         value = config[section][name]
-        if int(value) < 1:
-            raise ValueError(f"config {section}.{name}={value}; expected an integer >= 1")
-    if not float(config.train.learning_rate) > 0:
-        raise ValueError(f"config train.learning_rate={config.train.learning_rate}; expected > 0")
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"config {section}.{name}={value!r}; expected an integer >= 1")
+    rate = config.train.learning_rate
+    if not isinstance(rate, int | float) or not rate > 0:
+        raise ValueError(f"config train.learning_rate={rate!r}; expected a number > 0")
     gamma = config.train.get("min_snr_gamma")
-    if gamma is not None and not float(gamma) > 0:
-        raise ValueError(f"config train.min_snr_gamma={gamma}; expected > 0, or None for no min-SNR weighting")
+    if gamma is not None and (not isinstance(gamma, int | float) or not gamma > 0):
+        raise ValueError(f"config train.min_snr_gamma={gamma!r}; expected > 0, or None for no min-SNR weighting")
 
 
 def check_noise_schedule(config: Any) -> None:
     """`train.prediction_type` and `train.noise_schedule` must be those the frozen UNet was trained with:
-    the SDXL folder's `scheduler/scheduler_config.json`, when the run has one (diffusers' defaults fill
-    missing keys: prediction_type 'epsilon')."""
+    the SDXL folder's `scheduler/scheduler_config.json` when the run has one, read as diffusers reads it
+    (its defaults for missing keys)."""
     folder = config.model.get("sdxl_folder")
     if not folder:
         return
@@ -49,17 +51,20 @@ def check_noise_schedule(config: Any) -> None:
     if not os.path.isfile(path):
         return
     with open(path) as f:
-        scheduler = json.load(f)
-    expected = scheduler.get("prediction_type", "epsilon")
-    if config.train.prediction_type != expected:
+        try:
+            unet_schedule = schedulers.SchedulerConfig.from_diffusers(json.load(f))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+    if config.train.prediction_type != unet_schedule.prediction_type:
         raise ValueError(
             f"config train.prediction_type={config.train.prediction_type!r}, but the UNet's scheduler ({path}) "
-            f"has prediction_type={expected!r}: the ControlNets must be trained for the UNet's parameterisation"
+            f"has prediction_type={unet_schedule.prediction_type!r}: the ControlNets must be trained for the "
+            "UNet's parameterisation"
         )
     schedule = schedulers.SchedulerConfig(**dict(config.train.noise_schedule))  # with its defaults filled in
     for key in _SCHEDULE_FIELDS:
-        if key in scheduler and getattr(schedule, key) != scheduler[key]:
+        if getattr(schedule, key) != getattr(unet_schedule, key):
             raise ValueError(
                 f"config train.noise_schedule.{key}={getattr(schedule, key)!r}, but the UNet's scheduler ({path}) "
-                f"has {key}={scheduler[key]!r}"
+                f"has {key}={getattr(unet_schedule, key)!r}"
             )

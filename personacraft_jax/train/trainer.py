@@ -9,6 +9,7 @@ checkpoint at the next step boundary and returns (with several processes: at one
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -274,7 +275,8 @@ class Trainer:
         step n + 1 has already run (nothing is saved after a non-finite step). Checkpoint, validation and stop
         steps wait for their own metrics first. A SIGTERM is acted on at the next step; in multi-process runs
         it goes to JAX's preemption service (`jax.distributed`), which tells every process, and all of them
-        stop and save at the same step (`multihost_utils.reached_preemption_sync_point`).
+        stop and save at the same step (`multihost_utils.reached_preemption_sync_point`), also when the
+        notice came before the first step.
         """
         cfg = self.config
         step = self.step  # one read of the device counter; the host counts from here
@@ -307,7 +309,7 @@ class Trainer:
                 due_sample = self.validation is not None and step % int(cfg.log.sample_every_steps) == 0
                 if due_save or due_sample:  # act on a step whose metrics were checked
                     finish_pending()
-                stopping = _stop_requested(step, stop)
+                stopping = _stop_requested(stop)
                 if stopping:
                     finish_pending()
                 if due_sample:
@@ -414,11 +416,18 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _stop_requested(step: int, stop: _Stop) -> bool:
-    """Whether to save and stop after `step`: this process's SIGTERM flag, or, with several processes, the
-    preemption sync point every process reaches at the same step (to be asked at every step)."""
+# JAX's preemption sync manager is per process and compares the ids it is given against the largest id any
+# process had passed when the notice came (0 before the first call). Feeding it the train step would never
+# match after a resume from step S when the notice came before the first call (the sync id is then 1), so
+# it gets its own count of calls: per process, like the manager, and equal on all processes.
+_SYNC_POINT_CALLS = itertools.count(1)
+
+
+def _stop_requested(stop: _Stop) -> bool:
+    """Whether to save and stop after the step just dispatched: this process's SIGTERM flag, or, with several
+    processes, the preemption sync point that all of them reach at the same step (ask at every step)."""
     if jax.process_count() == 1:
         return stop.requested
     from jax.experimental import multihost_utils
 
-    return multihost_utils.reached_preemption_sync_point(step)
+    return multihost_utils.reached_preemption_sync_point(next(_SYNC_POINT_CALLS))
