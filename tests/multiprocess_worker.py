@@ -28,22 +28,11 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 # which compiled it, hung in the first step's collectives. Here both processes always compile.
 jax.config.update("jax_enable_compilation_cache", False)
 
-
-class _SigtermAt:
-    """A metrics writer that sends this process SIGTERM after step `step` (as a preemption notice would)."""
-
-    def __init__(self, step: int | None):
-        self.step = step
-
-    def write_scalars(self, step, scalars):
-        if step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(3)  # JAX's listener polls for the signal every second; the other process waits
+from tests import train_fixtures as fx  # noqa: E402  (after the XLA flags)
 
 
 def _run(workdir: pathlib.Path, num_steps: int, writer=None, before_train=None) -> dict:
     from personacraft_jax.train import trainer as trainer_lib
-    from tests import train_fixtures as fx
 
     source = [fx.example(i) for i in range(8)]
     trainer = trainer_lib.Trainer(fx.config(), workdir, source=source, empty_prompt=fx.empty_prompt())
@@ -68,7 +57,9 @@ def main(process_id: int, port: int, out: pathlib.Path, scenario: str) -> None:
         resumed = _run(out / "resumed", 2)["losses"] + _run(out / "resumed", 2)["losses"]
         result = {"straight": straight, "resumed": resumed}
     elif scenario == "sigterm":
-        result = _run(out / "preempted", 8, _SigtermAt(2 if process_id == 1 else None))
+        result = _run(
+            out / "preempted", 8, fx.SigtermAt(2 if process_id == 1 else None, wait_s=3)
+        )  # JAX polls for it every second
     elif scenario == "sigterm_at_start":
         result = _run(out / "preempted", 8, before_train=lambda: _sigterm_then_wait(process_id == 1))
     else:

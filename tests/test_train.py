@@ -246,25 +246,11 @@ def nnx_params(module):
     return nnx.state(module, nnx.Param)
 
 
-class _SigtermAt:
-    """A metrics writer that sends this process SIGTERM after step `step` (as a preemption would)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def write_scalars(self, step, scalars):
-        if step == self.step:
-            import os
-            import signal
-
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_sigterm_saves_and_stops(straight_run, tmp_path):
     cfg = fx.config()
     cfg.checkpoint.every_steps = 2  # the signal arrives on a checkpoint step: one save, not two
     trainer = _trainer(tmp_path, cfg)
-    history = trainer.train(5, writer=_SigtermAt(2))
+    history = trainer.train(5, writer=fx.SigtermAt(2))
     trainer.close()
     assert len(history) == 2 and trainer.step == 2
     assert trainer.checkpointer.all_steps() == [2]
@@ -276,7 +262,7 @@ def test_sigterm_between_checkpoints_stops_after_the_running_step(straight_run, 
     cfg = fx.config()
     cfg.checkpoint.every_steps = 100
     trainer = _trainer(tmp_path, cfg)
-    history = trainer.train(5, writer=_SigtermAt(2))
+    history = trainer.train(5, writer=fx.SigtermAt(2))
     trainer.close()
     assert [r["step"] for r in history] == [1, 2, 3] and trainer.step == 3
     assert trainer.checkpointer.all_steps() == [3]

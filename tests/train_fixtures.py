@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 
 from configs import train_tiny
@@ -57,3 +61,16 @@ def config(**mesh):
     c.checkpoint.every_steps = 2
     c.checkpoint.async_save = True
     return c
+
+
+class SigtermAt:
+    """A metrics writer that sends this process SIGTERM after step `step` (None: never), as a preemption
+    notice would, then waits `wait_s` seconds (time for JAX's preemption service to pass the notice on)."""
+
+    def __init__(self, step: int | None, wait_s: float = 0.0):
+        self.step, self.wait_s = step, wait_s
+
+    def write_scalars(self, step, scalars):
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(self.wait_s)
