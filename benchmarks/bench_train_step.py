@@ -30,13 +30,14 @@ def _jax_step(args):
             unet_preset=args.preset,
             scnet_folder=None,
             scnet_conditioning_channels=4,
+            conditioning_embedding_out_channels=(16, 32, 96, 256),
             dtype=args.dtype,
             frozen_param_dtype=args.dtype,
             attention="xla",
             remat="none",
         )
     )
-    nets_modules = networks.build_networks(model_cfg, ("scnet",), False, 0)
+    nets_modules = networks.build_networks(model_cfg, ("scnet",), ("scnet",), 0)
     unet_cfg = nets_modules["unet"].config
     nets, params = step.split_networks(nets_modules)
     trainable = {"scnet": params.pop("scnet")}

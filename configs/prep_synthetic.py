@@ -22,6 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.min_people = 1
     c.max_people = 3
+    # Placement (data_prep.scenes.SceneLayout): the front row's camera distance range in metres before the
+    # group is moved back into view (closer = bigger people), and whether groups stand anywhere they fit
+    # horizontally instead of centred.
+    c.camera_distance = (2.3, 3.6)
+    c.place_anywhere = False
     # The generated stand-in SMPL-X model (and stand-in face models) are written here once.
     c.cache_dir = "~/.cache/personacraft_jax/prep"
     c.face_model_root = config_dict.placeholder(str)

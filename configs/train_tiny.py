@@ -31,6 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.oben_folder = config_dict.placeholder(str)
     c.model.scnet_conditioning_channels = 4  # depth + normal
     c.model.oben_conditioning_channels = 2  # depth edges + occlusion
+    # New ControlNets' conditioning embedding (diffusers' default); one stride-2 conv per step after the first,
+    # so its length - 1 must be log2 of the VAE's downsampling (3 for SDXL's 8x, 2 for a 4x VAE).
+    c.model.conditioning_embedding_out_channels = (16, 32, 96, 256)
+    c.model.use_scnet = True  # SCNet's residuals (False: e.g. base / UNet-only training)
     c.model.use_oben = False  # add OBEN's residuals even when it is frozen
     c.model.dtype = "float32"  # compute dtype
     c.model.frozen_param_dtype = "float32"

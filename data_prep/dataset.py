@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from data_prep.examples import SkipExample
 from personacraft_jax import atomic_write
@@ -139,6 +140,14 @@ class PersonaCraftScenes(tfds.core.GeneratorBasedBuilder):
         self.stats = stats if stats is not None else PrepStats()
         self._progress = progress
         super().__init__(file_format="array_record", **kwargs)
+
+    # TFDS prints "Downloading and preparing dataset ..." / "... downloaded and prepared" to stdout; nothing is
+    # downloaded here and launch.prep reports progress itself, so they go to the log at INFO instead.
+    def _log_download_bytes(self) -> None:
+        logging.info("preparing %s in %s", self.name, self.data_dir)
+
+    def _log_download_done(self) -> None:
+        logging.info("prepared %s in %s", self.name, self.data_dir)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

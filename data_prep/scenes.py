@@ -8,6 +8,7 @@ another, occasionally turned away; the whole group is kept inside the camera vie
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,6 +84,16 @@ def _caption(rng: np.random.Generator, people: Sequence[PersonFit], rots: Sequen
     return f"a full-body photo of {count} {activity}{gesture} {place}"
 
 
+@dataclasses.dataclass(frozen=True)
+class SceneLayout:
+    """Where synthetic groups stand: `distance` = range (metres) of the front row's camera distance before the
+    group is moved back until it is inside the view; `anywhere` = shift the group to a random horizontal
+    position where it still fits (False: centred, as the defaults have always been)."""
+
+    distance: tuple[float, float] = (2.3, 3.6)
+    anywhere: bool = False
+
+
 def synthetic_scene(
     rng: np.random.Generator,
     body: BodyModel,
@@ -90,6 +101,7 @@ def synthetic_scene(
     height: int,
     min_people: int = 1,
     max_people: int = 4,
+    layout: SceneLayout = SceneLayout(),
 ) -> tuple[SceneFit, str]:
     """A random scene (Multi-HMR camera for W x H, 1..max people inside the view) and its caption."""
     if not 1 <= min_people <= max_people:
@@ -97,7 +109,7 @@ def synthetic_scene(
     K = multihmr_intrinsics(width, height)
     num = int(rng.integers(min_people, max_people + 1))
     floor = rng.uniform(1.0, 1.5)  # camera height above the floor (camera y axis points down)
-    base_depth = rng.uniform(2.3, 3.6)
+    base_depth = rng.uniform(*layout.distance)
     rots, canon, xs, zs = [], [], [], []
     x = 0.0
     for i in range(num):
@@ -128,8 +140,23 @@ def synthetic_scene(
                 and uv[:, 1].max() < height - margin):  # fmt: skip
             break
         zs = zs + 0.25
+    if layout.anywhere:
+        transl = _shift_sideways(rng, canon, transl, K, width, margin)
     people = tuple(PersonFit(p.betas, p.expression, p.rotvec, t.astype(np.float32)) for (p, _), t in zip(canon, transl))
     return SceneFit(people=people, K=K, width=width, height=height), _caption(rng, people, rots)
+
+
+def _shift_sideways(rng, canon, transl, K, width: int, margin: float) -> list[np.ndarray]:
+    """The group moved sideways by a random amount that keeps every vertex inside [margin, width - margin]."""
+    uv = np.concatenate([project(v + t, K) for (_, v), t in zip(canon, transl)])
+    shift_px = rng.uniform(-(uv[:, 0].min() - margin), (width - margin) - uv[:, 0].max())
+    for _ in range(8):  # perspective: a metric shift moves near vertices more; halve until it fits
+        moved = [t + np.array([shift_px * t[2] / K[0, 0], 0.0, 0.0]) for t in transl]
+        u = np.concatenate([project(v + t, K)[:, 0] for (_, v), t in zip(canon, moved)])
+        if u.min() > margin and u.max() < width - margin:
+            return moved
+        shift_px /= 2
+    return transl
 
 
 def background_image(rng: np.random.Generator, width: int, height: int, horizon: float) -> np.ndarray:

@@ -87,15 +87,17 @@ class SDXLVaeEncoder:
             str(path), use_safetensors=True, local_files_only=True, torch_dtype=dtype
         ).eval()
         self.dtype = dtype
+        self.factor = 2 ** (len(self.vae.config.block_out_channels) - 1)  # 8 for SDXL's VAE
 
     @torch.no_grad()
     def encode(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 (H, W, 3), H and W multiples of 8 -> (`latent_mean`, `latent_logvar`), each (C, H/8, W/8)."""
+        """RGB uint8 (H, W, 3), H and W multiples of the VAE's factor f (8 for SDXL) -> (`latent_mean`,
+        `latent_logvar`), each (C, H/f, W/f)."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-        if image.shape[0] % 8 or image.shape[1] % 8:
-            raise ValueError(f"image size {image.shape[:2]} is not a multiple of 8")
+        if image.shape[0] % self.factor or image.shape[1] % self.factor:
+            raise ValueError(f"image size {image.shape[:2]} is not a multiple of the VAE's factor {self.factor}")
         x = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.dtype) / 127.5 - 1.0
         dist = self.vae.encode(x).latent_dist
         return dist.mean[0].float().numpy(), dist.logvar[0].float().numpy()

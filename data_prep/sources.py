@@ -174,19 +174,23 @@ def synthetic_scenes(
     seed: int,
     min_people: int,
     max_people: int,
+    layout: Any = None,
 ) -> Iterator[RawScene]:
-    """`num` random scenes (`data_prep.scenes`), each from its own RNG `default_rng([seed, index])`.
+    """`num` random scenes (`data_prep.scenes`), each from its own RNG `default_rng([seed, index])`; `layout`:
+    a `scenes.SceneLayout` (None = the default).
 
     `get_renderer(width, height)` gives the renderer that shades the "photo" (share the pipeline's: one GL
     context per process).
     """
-    from data_prep.scenes import pose_scene, shade_scene, synthetic_scene
+    from data_prep.scenes import SceneLayout, pose_scene, shade_scene, synthetic_scene
+
+    layout = layout or SceneLayout()
 
     for index in range(num):
 
         def load(index: int = index) -> SceneInputs:
             rng = np.random.default_rng([seed, index])
-            fit, caption = synthetic_scene(rng, body, width, height, min_people, max_people)
+            fit, caption = synthetic_scene(rng, body, width, height, min_people, max_people, layout)
             meshes, joints = pose_scene(body, fit)
             image = shade_scene(get_renderer(width, height), meshes, fit.K, rng)
             posed = tuple((verts, j) for (verts, _), j in zip(meshes, joints))

@@ -31,13 +31,20 @@ def _calibrated_scaling_factor(vae) -> float:
     return round(1.0 / std, 5)
 
 
-def write_standin_sdxl(root: str | os.PathLike, seed: int = 0) -> pathlib.Path:
-    """Writes the folder atomically (temp folder + rename) unless it exists; returns `root`."""
+def write_standin_sdxl(
+    root: str | os.PathLike, seed: int = 0, *, unet_preset: str = "tiny", vae_preset: str | None = None
+) -> pathlib.Path:
+    """Writes the folder atomically (temp folder + rename) unless it exists; returns `root`.
+
+    `unet_preset`: `models.unet.preset` name ('tiny', or 'demo' for the demo's miniature world);
+    `vae_preset`: None = the 8x stand-in VAE below, or a `models.vae.preset` name (e.g. 'demo', 4x).
+    """
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from personacraft_jax.models import unet as unet_lib
+    from personacraft_jax.models import vae as vae_lib
     from personacraft_jax.sampling import schedulers
     from personacraft_jax.sampling.models import TINY_CLIP_1, TINY_CLIP_2, TINY_VAE
     from personacraft_jax.sampling.tokenizers import write_tiny_tokenizer
@@ -49,8 +56,8 @@ def write_standin_sdxl(root: str | os.PathLike, seed: int = 0) -> pathlib.Path:
     tmp = pathlib.Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
     try:
         torch.manual_seed(seed)
-        UNet2DConditionModel(**unet_lib.preset("tiny")).save_pretrained(tmp / "unet")
-        vae = AutoencoderKL(**TINY_VAE)
+        UNet2DConditionModel(**unet_lib.preset(unet_preset)).save_pretrained(tmp / "unet")
+        vae = AutoencoderKL(**(TINY_VAE if vae_preset is None else dict(vae_lib.preset(vae_preset))))
         vae.register_to_config(scaling_factor=_calibrated_scaling_factor(vae))
         vae.save_pretrained(tmp / "vae")
         CLIPTextModel(CLIPTextConfig(**TINY_CLIP_1)).save_pretrained(tmp / "text_encoder")
@@ -59,7 +66,18 @@ def write_standin_sdxl(root: str | os.PathLike, seed: int = 0) -> pathlib.Path:
         write_tiny_tokenizer(tmp / "tokenizer_2")
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(schedulers.SDXL_SCHEDULER_CONFIG, indent=2))
-        index = {"_class_name": "StableDiffusionXLPipeline", "_note": "random tiny stand-in (personacraft-jax demo)"}
+        index = {  # as SDXL base's model_index.json
+            "_class_name": "StableDiffusionXLPipeline",
+            "_note": "random tiny stand-in (personacraft-jax demo)",
+            "force_zeros_for_empty_prompt": True,
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        }
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
         os.replace(tmp, root)
     except BaseException:

@@ -12,10 +12,8 @@ prints a summary.
 
 from __future__ import annotations
 
-import math
 import pathlib
 import sys
-from typing import Any
 
 from absl import app, flags
 
@@ -36,41 +34,6 @@ _MAX_BODY = flags.DEFINE_float("max_body_distance", 0.15, "Max head distance (fr
 _SMPLX_ROOT = flags.DEFINE_string("smplx_model_root", None, "SMPL-X root if face keypoints must be recomputed.")
 _SCENE = flags.DEFINE_string("scene", None, "Scene file to re-read for reference faces (default: the recorded one).")
 _OUT = flags.DEFINE_string("out", None, "metrics.json path (default: SAMPLES/metrics.json).")
-
-
-def _json_ready(value: Any) -> Any:
-    """NaN / inf floats -> None, recursively (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.4f}"
-
-
-def summary_lines(metrics: dict[str, Any]) -> list[str]:
-    """Human-readable summary of a metrics dict."""
-    lines = [f"{metrics['samples']}: {len(metrics['images'])} image(s), people {metrics['people']}"]
-    if "face_identity" in metrics:
-        f = metrics["face_identity"]
-        lines.append(
-            f"face identity: mean cosine {_fmt(f['mean_similarity'])} over {f['num_found']} found face(s); "
-            f"found {f['num_found']}/{f['num_evaluated']} (fraction {_fmt(f['found_fraction'])}); "
-            f"score counting misses as 0: {_fmt(f['score_with_misses'])}"
-        )
-    if "body_shape" in metrics:
-        b = metrics["body_shape"]
-        lines.append(
-            f"body shape: mean betas cosine {_fmt(b['mean_cosine'])}, mean L2 {_fmt(b['mean_l2'])}, "
-            f"mean |error| {_fmt(b['mean_abs_error'])}; matched {b['num_found']}/{b['num_requested']} "
-            f"({b['match']}); images without a fit: {len(b['images_without_fit'])}"
-        )
-    return lines
 
 
 def main(argv: list[str]) -> None:
@@ -98,8 +61,8 @@ def main(argv: list[str]) -> None:
     except (sample_folder.SampleFolderError, FaceModelError, FitError) as e:
         sys.exit(f"evaluate: {e}")
     out = pathlib.Path(_OUT.value).expanduser() if _OUT.value else folder.root / "metrics.json"
-    atomic_write.write_json(out, _json_ready(metrics))
-    for line in summary_lines(metrics):
+    atomic_write.write_json(out, sample_folder.json_ready(metrics))
+    for line in sample_folder.summary_lines(metrics):
         print(line)
     print(f"wrote {out}")
 

@@ -316,7 +316,7 @@ def _abstract_scnet_params():
     from personacraft_jax.train import networks
 
     cfg = fx.config()
-    nets = networks.build_networks(cfg.model, ("scnet",), False, 0)
+    nets = networks.build_networks(cfg.model, ("scnet",), ("scnet",), 0)
     return nnx.state(nets["scnet"], nnx.Param)
 
 
@@ -345,7 +345,7 @@ def test_non_finite_update_is_skipped_and_named(straight_run, tmp_path, caplog):
         np.testing.assert_array_equal(a, b)  # the update was skipped
     assert "non-finite loss" in caplog.text
     # Under nan_policy='stop' the same record stops the run, naming the quantity.
-    trainer.step_cfg = trainer_lib.step_config(_with(fx.config(), nan_policy="stop").train, False)
+    trainer.step_cfg = trainer_lib.step_config(_with(fx.config(), nan_policy="stop").train, ("scnet",))
     with pytest.raises(trainer_lib.NonFiniteError, match="non-finite loss"):
         trainer._check_finite(history[0])
 

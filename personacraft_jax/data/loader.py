@@ -7,7 +7,8 @@ so a resumed run reads exactly the records an uninterrupted run would have read.
 
 Model inputs (per example; h, w = latent grid, H, W = pixels; NHWC):
   latent_mean, latent_logvar (h, w, 4); prompt_embeds (77, D); pooled_prompt_embeds (P,); time_ids (6,);
-  scnet_cond (H, W, 4); oben_cond (H, W, 2); occlusion_mask (h, w); drop_caption () bool.
+  scnet_cond (H, W, 4), oben_cond (H, W, 2) (those of `InputOptions.control_nets`); occlusion_mask (h, w);
+  drop_caption () bool.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class InputOptions:
     edge_radius: int = 1
     occlusion_radius: int = 0
     latent_factor: int = 8
+    control_nets: tuple[str, ...] = ("scnet", "oben")  # whose conditioning inputs to derive
 
 
 def _latents_nhwc(array: np.ndarray) -> np.ndarray:
@@ -66,7 +68,7 @@ class TrainingInputs(grain.transforms.RandomMap):
             )
         depth = np.asarray(element["depth"])
         opts = self.options
-        return {
+        inputs = {
             "latent_mean": _latents_nhwc(element["latent_mean"]),
             "latent_logvar": _latents_nhwc(element["latent_logvar"]),
             "prompt_embeds": np.asarray(element["prompt_embeds"], np.float32),
@@ -74,15 +76,18 @@ class TrainingInputs(grain.transforms.RandomMap):
             "time_ids": conditioning.add_time_ids(
                 tuple(element["original_size"]), tuple(element["crop_top_left"]), depth.shape
             ),
-            "scnet_cond": conditioning.scnet_conditioning(depth, np.asarray(element["normal"])),
-            "oben_cond": conditioning.oben_conditioning(
-                element["depth_edges"], element["occlusion"], opts.edge_radius, opts.occlusion_radius
-            ),
             "occlusion_mask": conditioning.latent_occlusion_mask(
                 element["occlusion"], element["depth_edges"], opts.edge_radius, opts.latent_factor
             ),
             "drop_caption": np.asarray(rng.uniform() < opts.caption_dropout),
         }
+        if "scnet" in opts.control_nets:
+            inputs["scnet_cond"] = conditioning.scnet_conditioning(depth, np.asarray(element["normal"]))
+        if "oben" in opts.control_nets:
+            inputs["oben_cond"] = conditioning.oben_conditioning(
+                element["depth_edges"], element["occlusion"], opts.edge_radius, opts.occlusion_radius
+            )
+        return inputs
 
 
 def make_loader(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 from typing import Any
@@ -237,3 +238,38 @@ def evaluate_folder(
             "images_without_fit": missing_fits,
         }
     return metrics
+
+
+def json_ready(value: Any) -> Any:
+    """NaN / inf floats -> None, recursively (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.4f}"
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    """Human-readable summary of a metrics dict."""
+    lines = [f"{metrics['samples']}: {len(metrics['images'])} image(s), people {metrics['people']}"]
+    if "face_identity" in metrics:
+        f = metrics["face_identity"]
+        lines.append(
+            f"face identity: mean cosine {_fmt(f['mean_similarity'])} over {f['num_found']} found face(s); "
+            f"found {f['num_found']}/{f['num_evaluated']} (fraction {_fmt(f['found_fraction'])}); "
+            f"score counting misses as 0: {_fmt(f['score_with_misses'])}"
+        )
+    if "body_shape" in metrics:
+        b = metrics["body_shape"]
+        lines.append(
+            f"body shape: mean betas cosine {_fmt(b['mean_cosine'])}, mean L2 {_fmt(b['mean_l2'])}, "
+            f"mean |error| {_fmt(b['mean_abs_error'])}; matched {b['num_found']}/{b['num_requested']} "
+            f"({b['match']}); images without a fit: {len(b['images_without_fit'])}"
+        )
+    return lines

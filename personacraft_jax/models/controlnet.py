@@ -311,16 +311,18 @@ def _copy_params(source: nnx.Module, target: nnx.Module, name: str) -> None:
     nnx.update(target, nnx.from_flat_state(new))
 
 
-_TINY_COND_WIDTHS = (8, 8, 16, 16)
+# Conditioning-embedding widths per preset: one stride-2 conv per step after the first, so len - 1 = log2 of
+# the VAE factor the preset's UNet works with (8 for SDXL and the tiny tests, 4 for the demo world).
+CONDITIONING_EMBEDDING_WIDTHS = {"sdxl": (16, 32, 96, 256), "tiny": (8, 8, 16, 16), "demo": (16, 32, 32)}
 
 
 def preset(name: str, conditioning_channels: int = 4) -> ml_collections.ConfigDict:
-    """A diffusers ControlNet config ('tiny' or 'sdxl'), i.e. what `from_unet` makes of `unet.preset(name)`.
-
-    `diffusers.ControlNetModel(**preset(name))` builds it. SCNet's default is 4 conditioning channels.
+    """A diffusers ControlNet config ('tiny', 'demo' or 'sdxl'), i.e. what `from_unet` makes of
+    `unet.preset(name)`. `diffusers.ControlNetModel(**preset(name))` builds it. SCNet's default is 4
+    conditioning channels.
     """
     ucfg = UNetConfig.from_diffusers(unet_lib.preset(name))
-    widths = _TINY_COND_WIDTHS if name == "tiny" else (16, 32, 96, 256)
+    widths = CONDITIONING_EMBEDDING_WIDTHS[name]
     cfg = ControlNetConfig.from_unet_config(
         ucfg, conditioning_channels=conditioning_channels, conditioning_embedding_out_channels=widths
     )

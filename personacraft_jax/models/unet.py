@@ -464,11 +464,35 @@ _PRESETS: dict[str, dict[str, Any]] = {
         flip_sin_to_cos=True,
         freq_shift=0,
     ),
+    # The demo's miniature world (configs/demo.py): SDXL's three block types at 16 x 16 latents (64 x 64
+    # pixels with a 4x VAE), trained from nothing on a CPU in minutes; the tiny text encoders' widths.
+    "demo": dict(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        transformer_layers_per_block=(1, 1, 1),
+        attention_head_dim=(1, 2, 2),
+        cross_attention_dim=24,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=64,
+        norm_num_groups=8,
+        norm_eps=1e-5,
+        act_fn="silu",
+        flip_sin_to_cos=True,
+        freq_shift=0,
+    ),
 }
 
 
 def preset(name: str) -> ml_collections.ConfigDict:
-    """A diffusers UNet config ('tiny' or 'sdxl'): `diffusers.UNet2DConditionModel(**preset(name))` builds it."""
+    """A diffusers UNet config ('tiny', 'demo' or 'sdxl'): `diffusers.UNet2DConditionModel(**preset(name))`
+    builds it."""
     if name not in _PRESETS:
         raise ValueError(f"unknown UNet preset {name!r}; expected one of {sorted(_PRESETS)}")
     return ml_collections.ConfigDict(_PRESETS[name])

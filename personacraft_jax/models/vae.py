@@ -103,7 +103,8 @@ class AutoencoderKLConfig:
 
 
 def preset(name: str) -> ml_collections.ConfigDict:
-    """A diffusers AutoencoderKL config: 'sdxl' (SDXL base 1.0 VAE) or 'tiny' (CPU tests).
+    """A diffusers AutoencoderKL config: 'sdxl' (SDXL base 1.0 VAE), 'tiny' (CPU tests) or 'demo' (the demo's
+    miniature world: 64 x 64 images -> 16 x 16 x 4 latents, trained from nothing on a CPU).
 
     `diffusers.AutoencoderKL(**preset(name))` builds the same architecture.
     """
@@ -130,8 +131,20 @@ def preset(name: str) -> ml_collections.ConfigDict:
             sample_size=32,
             scaling_factor=0.13025,
         )
+    elif name == "demo":
+        cfg = dict(
+            block_out_channels=[32, 64, 64],
+            down_block_types=[_DOWN_BLOCK] * 3,
+            up_block_types=[_UP_BLOCK] * 3,
+            layers_per_block=1,
+            norm_num_groups=8,
+            latent_channels=4,
+            sample_size=64,
+            mid_block_add_attention=False,  # fully convolutional: trained on crops, applied to whole images
+            scaling_factor=1.0,  # set from the trained latents (train.autoencoder.latent_scaling_factor)
+        )
     else:
-        raise ValueError(f"unknown AutoencoderKL preset {name!r}; expected 'sdxl' or 'tiny'")
+        raise ValueError(f"unknown AutoencoderKL preset {name!r}; expected 'sdxl', 'tiny' or 'demo'")
     return ml_collections.ConfigDict(dict(in_channels=3, out_channels=3, act_fn="silu", **cfg))
 
 

@@ -75,10 +75,14 @@ class CompileReport:
 
 
 def abstract_batch(
-    config: Any, unet_config: Any, mesh: Mesh, use_oben: bool, rules: Mapping[str, Any] = sharding_lib.DEFAULT_RULES
+    config: Any,
+    unet_config: Any,
+    mesh: Mesh,
+    control_nets: tuple[str, ...],
+    rules: Mapping[str, Any] = sharding_lib.DEFAULT_RULES,
 ) -> dict[str, jax.ShapeDtypeStruct]:
-    """The model inputs of one global batch at `data.resolution`, as ShapeDtypeStructs sharded as the trainer
-    shards batches (the `batch` rule of `rules`)."""
+    """The model inputs of one global batch at `data.resolution` for a run whose UNet gets `control_nets`'
+    residuals, as ShapeDtypeStructs sharded as the trainer shards batches (the `batch` rule of `rules`)."""
     b, size = int(config.data.batch_size), int(config.data.resolution)
     h = size // int(config.data.latent_factor)
     pooled = unet_config.projection_class_embeddings_input_dim - 6 * unet_config.addition_time_embed_dim
@@ -88,12 +92,11 @@ def abstract_batch(
         "prompt_embeds": (b, int(config.data.text_tokens), unet_config.cross_attention_dim),
         "pooled_prompt_embeds": (b, pooled),
         "time_ids": (b, 6),
-        "scnet_cond": (b, size, size, int(config.model.scnet_conditioning_channels)),
         "occlusion_mask": (b, h, h),
         "drop_caption": (b,),
     }
-    if use_oben:
-        shapes["oben_cond"] = (b, size, size, int(config.model.oben_conditioning_channels))
+    for name in control_nets:
+        shapes[f"{name}_cond"] = (b, size, size, int(config.model[f"{name}_conditioning_channels"]))
     return {
         name: jax.ShapeDtypeStruct(
             shape,
@@ -119,13 +122,13 @@ def compile_train_step(config: Any, devices: list, chip: str | None = None) -> t
 
     mesh = mesh_lib.make_mesh(dict(config.mesh), devices, dict(config.get("mesh_dcn") or {}))
     rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
-    use_oben = trainer_lib.uses_oben(config)
-    step_cfg = trainer_lib.step_config(config.train, use_oben)
+    used = trainer_lib.control_nets(config)
+    step_cfg = trainer_lib.step_config(config.train, used)
     modules = nnx.eval_shape(
-        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed), abstract=True)
+        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, used, int(config.seed), abstract=True)
     )
     unet_config = modules["unet"].config
-    batch = abstract_batch(config, unet_config, mesh, use_oben, rules)
+    batch = abstract_batch(config, unet_config, mesh, used, rules)
     empty = {
         "prompt_embeds": jnp.zeros(batch["prompt_embeds"].shape[1:], jnp.float32),
         "pooled_prompt_embeds": jnp.zeros(batch["pooled_prompt_embeds"].shape[1:], jnp.float32),

@@ -1,7 +1,9 @@
-"""Exporting trained ControlNets from a run's orbax checkpoint.
+"""Exporting trained nets from a run's orbax checkpoint.
 
-- diffusers: each trainable net (SCNet, OBEN) as a `ControlNetModel` folder (config.json + safetensors)
-  that `diffusers.ControlNetModel.from_pretrained` loads;
+- diffusers: each trainable net as a model folder (config.json + safetensors): SCNet / OBEN as
+  `ControlNetModel` folders that `diffusers.ControlNetModel.from_pretrained` loads, a trained UNet as a
+  `UNet2DConditionModel` folder; with a trained UNet also a whole SDXL pipeline folder (`export_sdxl`: a base
+  folder's text encoders, tokenizers, scheduler and VAE with the trained UNet);
 - JAX: one `<name>.flax.safetensors` per net with the NNX parameter paths as keys ('a.0.b.kernel', Flax
   layouts) plus `<name>.config.json`, for loading without orbax (`load_flax_params`).
 """
@@ -19,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from personacraft_jax import atomic_write
+from personacraft_jax.convert.pipeline_folders import write_pipeline_folder
 from personacraft_jax.convert.pretrained import save_pretrained
 from personacraft_jax.convert.safetensors_io import read_safetensors, write_safetensors
 from personacraft_jax.parallel import sharding as sharding_lib
@@ -39,10 +42,10 @@ def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | None = None) -> dict[str, nnx.Module]:
     """The trainable nets of the run's checkpoint `step` (None = latest), on the local CPU/accelerator."""
-    use_oben = trainer_lib.uses_oben(config)
-    step_cfg = trainer_lib.step_config(config.train, use_oben)
+    used = trainer_lib.control_nets(config)
+    step_cfg = trainer_lib.step_config(config.train, used)
     modules = nnx.eval_shape(
-        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, use_oben, int(config.seed), abstract=True)
+        lambda: networks_lib.build_networks(config.model, step_cfg.trainable, used, int(config.seed), abstract=True)
     )
     nets, params = step_lib.split_networks(modules)
     trainable = {name: params[name] for name in step_cfg.trainable}  # what TrainState.params holds
@@ -60,8 +63,17 @@ def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | No
 def export_diffusers(
     nets: dict[str, nnx.Module], out: str | os.PathLike, overwrite: bool = False
 ) -> list[pathlib.Path]:
-    """Writes each net as `out/<name>/` (a diffusers ControlNetModel folder, fp32)."""
+    """Writes each net as `out/<name>/` (a diffusers ControlNetModel or UNet2DConditionModel folder, fp32)."""
     return [save_pretrained(net, pathlib.Path(out) / name, overwrite=overwrite) for name, net in nets.items()]
+
+
+def export_sdxl(
+    nets: dict[str, nnx.Module], base: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False
+) -> pathlib.Path:
+    """Writes `out`: the diffusers SDXL folder `base` with its `unet/` replaced by the run's trained UNet."""
+    if "unet" not in nets:
+        raise ValueError(f"export_sdxl: the run did not train the UNet (trained nets: {sorted(nets)})")
+    return write_pipeline_folder(base, out, {"unet": nets["unet"]}, overwrite=overwrite)
 
 
 def _flat(module: nnx.Module) -> dict[str, np.ndarray]:

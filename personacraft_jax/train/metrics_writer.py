@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -15,8 +16,10 @@ _LOG_KEYS = ("loss", "mse_occluded", "grad_norm", "learning_rate", "examples_per
 class MetricsWriter:
     """Writes scalars / images under `logdir` with tensorboardX; a no-op on processes other than 0."""
 
-    def __init__(self, logdir: str | os.PathLike, log_every: int = 10):
+    def __init__(self, logdir: str | os.PathLike, log_every: int = 10, progress: Any | None = None):
+        """`progress`: an optional tqdm bar (`personacraft_jax.progress.progress_bar`) set to each written step."""
         self.log_every = max(int(log_every), 1)
+        self.progress = progress
         self._writer = None
         if jax.process_index() == 0:
             from tensorboardX import SummaryWriter  # Optional dependency (the `train` extra).
@@ -24,6 +27,10 @@ class MetricsWriter:
             self._writer = SummaryWriter(os.fspath(logdir), flush_secs=30)
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        if self.progress is not None:
+            self.progress.update(step - self.progress.n)
+            if "loss" in scalars:
+                self.progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
         if self._writer is None:
             return
         for name, value in scalars.items():
@@ -41,5 +48,7 @@ class MetricsWriter:
             self._writer.add_image(name, np.asarray(image), step, dataformats="HWC")
 
     def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
         if self._writer is not None:
             self._writer.close()

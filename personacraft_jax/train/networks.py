@@ -1,7 +1,8 @@
 """Building the UNet, SCNet and OBEN for training from the `model` config section.
 
 - UNet: from `model.sdxl_folder`/unet (a diffusers SDXL folder) or, without a folder, a randomly
-  initialised `model.unet_preset` (the tiny demo / tests).
+  initialised `model.unet_preset` (the tiny demo / tests); frozen, or trained when `train.trainable` has
+  'unet' (base training or fine-tuning).
 - SCNet / OBEN: from an exported diffusers ControlNet folder (`model.scnet_folder` / `model.oben_folder`)
   or `ControlNetModel.from_unet` with `scnet_conditioning_channels` (default 4 = depth + normal) /
   `oben_conditioning_channels` (default 2 = depth edges + occlusion). *(our design)* OBEN has SCNet's
@@ -29,6 +30,7 @@ from personacraft_jax.models import unet as unet_lib
 from personacraft_jax.models.controlnet import ControlNetModel
 from personacraft_jax.models.layers import Precision
 from personacraft_jax.models.unet import UNet2DConditionModel, UNetConfig
+from personacraft_jax.train.step import CONTROL_NETS
 
 
 def _precision(model_cfg: Any, trainable: bool) -> Precision:
@@ -50,8 +52,8 @@ def _rngs(seed: int, abstract: bool) -> nnx.Rngs:
     return abstract_rngs(seed) if abstract else nnx.Rngs(seed)
 
 
-def build_unet(model_cfg: Any, seed: int, abstract: bool = False) -> UNet2DConditionModel:
-    precision = _precision(model_cfg, trainable=False)
+def build_unet(model_cfg: Any, seed: int, abstract: bool = False, trainable: bool = False) -> UNet2DConditionModel:
+    precision = _precision(model_cfg, trainable)
     if model_cfg.sdxl_folder:
         folder = _require_dir(os.path.join(model_cfg.sdxl_folder, "unet"), "model.sdxl_folder (its unet/)")
         return load_pretrained(UNet2DConditionModel, folder, precision)
@@ -67,21 +69,26 @@ def build_controlnet(
     if folder:
         return load_pretrained(ControlNetModel, _require_dir(folder, f"model.{name}_folder"), precision)
     if not trainable:  # a frozen from_unet ControlNet would add exactly zero residuals
-        raise ValueError(f"config model.{name}_folder is required: {name} is frozen (not in train.trainable)")
+        raise ValueError(
+            f"config model.{name}_folder is required: {name} is frozen (not in train.trainable)"
+            + ("; or set model.use_scnet=False to train without SCNet" if name == "scnet" else "")
+        )
     return ControlNetModel.from_unet(
         unet,
         conditioning_channels=model_cfg[f"{name}_conditioning_channels"],
+        conditioning_embedding_out_channels=tuple(model_cfg.conditioning_embedding_out_channels),
         precision=precision,
         rngs=_rngs(seed, abstract),
     )
 
 
 def build_networks(
-    model_cfg: Any, trainable: tuple[str, ...], use_oben: bool, seed: int, abstract: bool = False
+    model_cfg: Any, trainable: tuple[str, ...], control_nets: tuple[str, ...], seed: int, abstract: bool = False
 ) -> dict[str, nnx.Module]:
-    """{'unet', 'scnet'[, 'oben']} ready for `train.step.split_networks` (`abstract`: see the module doc)."""
-    unet = build_unet(model_cfg, seed, abstract)
-    nets = {"unet": unet, "scnet": build_controlnet(model_cfg, "scnet", unet, "scnet" in trainable, seed + 1, abstract)}
-    if use_oben:
-        nets["oben"] = build_controlnet(model_cfg, "oben", unet, "oben" in trainable, seed + 2, abstract)
+    """{'unet', *control_nets} ready for `train.step.split_networks` (`abstract`: see the module doc)."""
+    unet = build_unet(model_cfg, seed, abstract, trainable="unet" in trainable)
+    nets: dict[str, nnx.Module] = {"unet": unet}
+    for name in control_nets:
+        seed_offset = 1 + CONTROL_NETS.index(name)
+        nets[name] = build_controlnet(model_cfg, name, unet, name in trainable, seed + seed_offset, abstract)
     return nets

@@ -1,4 +1,7 @@
-"""The jit-compiled, sharded train step: frozen SDXL UNet + SCNet (+ OBEN) residuals -> weighted loss.
+"""The jit-compiled, sharded train step: SDXL UNet + SCNet (+ OBEN) residuals -> weighted loss.
+
+Which nets learn is `StepConfig.trainable`: the ControlNets on a frozen UNet (the PersonaCraft recipe), or
+the UNet itself (base training / fine-tuning, with or without ControlNets); the rest are frozen.
 
 Data flow of one step (all inside one `jax.jit`):
   latents ~ N(mean, exp(logvar)) * scaling_factor;  t ~ U{0..T-1};  x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps
@@ -31,6 +34,7 @@ from personacraft_jax.sampling import schedulers
 from personacraft_jax.train import loss as loss_lib
 
 CONTROL_NETS = ("scnet", "oben")
+TRAINABLE_NETS = ("unet", *CONTROL_NETS)
 
 
 @flax.struct.dataclass
@@ -56,8 +60,10 @@ class StepConfig:
     conditioning_scales: tuple[tuple[str, float], ...] = (("scnet", 1.0), ("oben", 1.0))
 
     def __post_init__(self):
-        if not self.trainable or set(self.trainable) - set(CONTROL_NETS):
-            raise ValueError(f"config train.trainable={self.trainable}; expected a non-empty subset of {CONTROL_NETS}")
+        if not self.trainable or set(self.trainable) - set(TRAINABLE_NETS):
+            raise ValueError(
+                f"config train.trainable={self.trainable}; expected a non-empty subset of {TRAINABLE_NETS}"
+            )
         if self.nan_policy not in ("skip", "stop"):
             raise ValueError(f"config train.nan_policy={self.nan_policy!r}; expected 'skip' or 'stop'")
         if self.prediction_type not in ("epsilon", "v_prediction"):
@@ -68,7 +74,7 @@ class StepConfig:
 class Networks:
     """Static structure of the models: graph definitions and their non-parameter state."""
 
-    graphdefs: Mapping[str, nnx.GraphDef]  # 'unet', 'scnet' and optionally 'oben'
+    graphdefs: Mapping[str, nnx.GraphDef]  # 'unet' and the ControlNets used ('scnet', 'oben')
     rest: Mapping[str, nnx.State]
 
     def module(self, name: str, params: nnx.State) -> nnx.Module:
@@ -76,9 +82,9 @@ class Networks:
 
 
 def split_networks(modules: Mapping[str, nnx.Module]) -> tuple[Networks, dict[str, nnx.State]]:
-    """Splits {'unet': ..., 'scnet': ..., ['oben': ...]} into static structure and parameter states."""
-    if "unet" not in modules or "scnet" not in modules:
-        raise ValueError(f"networks need 'unet' and 'scnet', got {sorted(modules)}")
+    """Splits {'unet': ..., ['scnet': ..., 'oben': ...]} into static structure and parameter states."""
+    if "unet" not in modules or set(modules) - set(TRAINABLE_NETS):
+        raise ValueError(f"networks need 'unet' and optionally {CONTROL_NETS}, got {sorted(modules)}")
     graphdefs, params, rest = {}, {}, {}
     for name, module in modules.items():
         graphdefs[name], params[name], rest[name] = nnx.split(module, nnx.Param, ...)

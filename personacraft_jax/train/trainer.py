@@ -52,9 +52,10 @@ def vae_scaling_factor(config: Any) -> float:
     return float(config.train.scaling_factor)
 
 
-def step_config(cfg: Any, use_oben: bool, scaling_factor: float | None = None) -> step_lib.StepConfig:
-    """StepConfig from the `train` section (validates trainable names and policies)."""
-    scales = (("scnet", float(cfg.scnet_scale)), ("oben", float(cfg.oben_scale)))
+def step_config(cfg: Any, control_nets: tuple[str, ...], scaling_factor: float | None = None) -> step_lib.StepConfig:
+    """StepConfig from the `train` section (validates trainable names and policies); `control_nets`: the
+    ControlNets whose residuals the UNet gets (`control_nets(config)`)."""
+    scales = {"scnet": float(cfg.scnet_scale), "oben": float(cfg.oben_scale)}
     return step_lib.StepConfig(
         trainable=tuple(cfg.trainable),
         lambda_occ=float(cfg.lambda_occ),
@@ -62,12 +63,19 @@ def step_config(cfg: Any, use_oben: bool, scaling_factor: float | None = None) -
         prediction_type=cfg.prediction_type,
         nan_policy=cfg.nan_policy,
         scaling_factor=float(cfg.scaling_factor if scaling_factor is None else scaling_factor),
-        conditioning_scales=scales if use_oben else scales[:1],
+        conditioning_scales=tuple((name, scales[name]) for name in control_nets),
     )
 
 
-def uses_oben(cfg: Any) -> bool:
-    return bool(cfg.model.use_oben) or "oben" in cfg.train.trainable
+def control_nets(config: Any) -> tuple[str, ...]:
+    """The ControlNets a run uses (trained or frozen), in `step.CONTROL_NETS` order: SCNet unless
+    `model.use_scnet` is False and it is not trained; OBEN when `model.use_oben` or trained."""
+    trainable = tuple(config.train.trainable)
+    used = {
+        "scnet": bool(config.model.get("use_scnet", True)) or "scnet" in trainable,
+        "oben": bool(config.model.use_oben) or "oben" in trainable,
+    }
+    return tuple(name for name in step_lib.CONTROL_NETS if used[name])
 
 
 @dataclasses.dataclass
@@ -177,15 +185,17 @@ class Trainer:
         shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         if global_batch % shards:
             raise ValueError(f"config data.batch_size={global_batch} is not divisible by data x fsdp = {shards}")
-        use_oben = uses_oben(config)
-        self.step_cfg = step_config(config.train, use_oben, vae_scaling_factor(config))
+        self.control_nets = control_nets(config)
+        self.step_cfg = step_config(config.train, self.control_nets, vae_scaling_factor(config))
         if config.data.caption_dropout > 0 and empty_prompt is None:
             raise ValueError(
                 "config data.caption_dropout > 0 needs the empty prompt's embeddings (the data set's "
                 "empty_prompt.npz, written by launch.prep with SDXL encodings)"
             )
 
-        modules = networks_lib.build_networks(config.model, self.step_cfg.trainable, use_oben, int(config.seed))
+        modules = networks_lib.build_networks(
+            config.model, self.step_cfg.trainable, self.control_nets, int(config.seed)
+        )
         self.validation = _validation_sampler(config, modules)
         setup = setup_step(config, modules, self.step_cfg, self.mesh, self.rules, empty_prompt)
         del modules
@@ -209,6 +219,7 @@ class Trainer:
                 edge_radius=int(config.data.edge_radius),
                 occlusion_radius=int(config.data.occlusion_radius),
                 latent_factor=int(config.data.latent_factor),
+                control_nets=self.control_nets,
             ),
             worker_count=int(config.data.worker_count),
         )
