@@ -20,8 +20,9 @@ _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output folders.")
 _SDXL_BASE = flags.DEFINE_string(
-    "sdxl_base", None, "For a run that trained the UNet: the SDXL folder DIR/sdxl is built from (default: the run's "
-    "model.sdxl_folder)."
+    "sdxl_base",
+    None,
+    "For a run that trained the UNet: the SDXL folder DIR/sdxl is built from (default: the run's model.sdxl_folder).",
 )
 flags.mark_flags_as_required(["checkpoint", "out"])
 
