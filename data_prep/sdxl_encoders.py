@@ -98,6 +98,6 @@ class SDXLVaeEncoder:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
         if image.shape[0] % self.factor or image.shape[1] % self.factor:
             raise ValueError(f"image size {image.shape[:2]} is not a multiple of the VAE's factor {self.factor}")
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.dtype) / 127.5 - 1.0
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].to(self.dtype) / 127.5 - 1.0  # a writable copy
         dist = self.vae.encode(x).latent_dist
         return dist.mean[0].float().numpy(), dist.logvar[0].float().numpy()

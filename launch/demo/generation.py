@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
@@ -49,9 +49,19 @@ SCNET_OBEN = Variant(oben=1.0)
 
 
 class Generator:
-    """Loads base (+ SCNet + OBEN) from diffusers folders, as `launch.sample` does; `generate` -> uint8 images."""
+    """Loads base + SCNet (+ OBEN) from diffusers folders, as `launch.sample` does; `generate` -> uint8 images.
 
-    def __init__(self, cfg: ml_collections.ConfigDict, sdxl: pathlib.Path, scnet: pathlib.Path, oben: pathlib.Path):
+    `scnet_encoding(depth, normal) -> (H, W, 4)`: how SCNet's input is derived from the maps (default: the
+    library's `conditioning.scnet_conditioning`; the learnability test passes an independent one)."""
+
+    def __init__(
+        self,
+        cfg: ml_collections.ConfigDict,
+        sdxl: pathlib.Path,
+        scnet: pathlib.Path,
+        oben: pathlib.Path | None = None,
+        scnet_encoding: Callable[[np.ndarray, np.ndarray], np.ndarray] = conditioning.scnet_conditioning,
+    ):
         from configs import sample_tiny
         from personacraft_jax.sampling import schedulers
         from personacraft_jax.sampling.models import load_models
@@ -59,8 +69,9 @@ class Generator:
         from personacraft_jax.sampling.tokenizers import PromptTokenizer
 
         model = sample_tiny.get_config().model
-        model.sdxl_folder, model.scnet_folder, model.oben_folder = str(sdxl), str(scnet), str(oben)
-        self.cfg = cfg
+        model.sdxl_folder, model.scnet_folder = str(sdxl), str(scnet)
+        model.oben_folder = None if oben is None else str(oben)
+        self.cfg, self.scnet_encoding, self.has_oben = cfg, scnet_encoding, oben is not None
         self.tokenizer = PromptTokenizer.from_sdxl_folder(sdxl)
         scheduler = json.loads((sdxl / "scheduler" / "scheduler_config.json").read_text())
         settings = SamplerSettings(
@@ -87,8 +98,10 @@ class Generator:
             scales=Scales.create(
                 guidance=self.cfg.sample.guidance, occlusion=variant.occlusion, scnet=variant.scnet, oben=variant.oben
             ),
-            scnet_cond=np.stack([conditioning.scnet_conditioning(m["depth"], m["normal"]) for m in maps]),
-            oben_cond=np.stack([conditioning.oben_conditioning(m["depth_edges"], m["occlusion"]) for m in maps]),
+            scnet_cond=np.stack([self.scnet_encoding(m["depth"], m["normal"]) for m in maps]),
+            oben_cond=np.stack([conditioning.oben_conditioning(m["depth_edges"], m["occlusion"]) for m in maps])
+            if self.has_oben
+            else None,
             occlusion_mask=np.stack(
                 [conditioning.latent_occlusion_mask(m["occlusion"], m["depth_edges"], 1, f) for m in maps]
             )[..., None],
