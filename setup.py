@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 CORE = [
     "numpy==2.4.6",
-    "protobuf==7.36.2",
+    "protobuf==6.33.6",  # < 7 for apache-beam (the prep extra)
     "jax==0.10.2",
     "flax==0.12.8",
     "optax==0.2.8",
@@ -24,7 +24,7 @@ EXTRAS = {
     # The PyTorch side: weight import/export references, data preparation.
     "torch": ["torch==2.13.0", "diffusers==0.42.1", "transformers>=5,<6"],
     "data": ["tensorflow-datasets==4.9.10", "array-record", "grain"],
-    "prep": ["smplx==0.1.28", "trimesh", "pyrender==0.1.45", "opencv-python==4.14.*"],
+    "prep": ["smplx==0.1.28", "trimesh", "pyrender==0.1.45", "opencv-python==4.14.*", "apache-beam==2.77.0"],
     "faces": ["insightface==2.1", "onnxruntime", "onnx", "opencv-python==4.14.*"],
     "train": ["tensorboardX"],
     "dev": ["pytest", "pytest-xdist", "ruff"],

@@ -4,9 +4,9 @@
         --config.num_examples=16 --config.width=256 --config.height=256 --preview=4
 
 Faces: `face_model_root` = a folder in insightface's layout (`<root>/models/<face_model_name>/*.onnx`);
-None = no embeddings (zeros, `face_visible` false, reason "no_face_model"). `standin_face_models=True`
-generates small random ONNX stand-ins into `cache_dir` instead (for demos and benchmarks: the embeddings
-mean nothing). SDXL inputs are computed only when `sdxl_folder` (a diffusers SDXL folder) is set.
+None = no embeddings (zeros, `has_face_embedding` false, reason "no_face_model"; `face_visible` still says
+what the renderer sees). `standin_face_models=True` generates small random ONNX stand-ins into `cache_dir`
+instead (for demos and benchmarks: the embeddings mean nothing). SDXL inputs are computed only when `sdxl_folder` (a diffusers SDXL folder) is set.
 """
 
 import ml_collections

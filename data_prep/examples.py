@@ -5,10 +5,12 @@ An example is a flat dict of numpy arrays / bytes / str, keyed as in `dataset.fe
 - `image_id` str, `image` encoded PNG/JPEG bytes (RGB, H x W), `caption` str
 - section 4 fields: `depth` float16 (H, W), `normal` uint8 (H, W, 3), `instance` uint8 (H, W),
   `amodal` uint8 (N, H, W), `occlusion` uint8 (H, W), `depth_edges` uint8 (H, W),
-  `face_kps` float32 (N, 5, 2), `face_visible` bool (N,)
+  `face_kps` float32 (N, 5, 2), `face_visible` bool (N,): the face is visible (the renderer's visibility:
+  in frame, turned to the camera, not occluded; `data_prep.render`), whether or not a face model is used
 - `num_people` int32, `betas` (N, 10), `expression` (N, 10), `pose` (N, 53, 3) axis-angle
   (Multi-HMR `rotvec` order), `transl` (N, 3), `K` (3, 3), `face_embedding` (N, 512), all float32;
-  a person whose face is not visible has a zero embedding and `face_visible` false
+  `has_face_embedding` bool (N,): whether `face_embedding` holds the ArcFace embedding of the face at
+  `face_kps` (only visible faces are embedded, and only with a face model); otherwise the embedding is zero
 - `original_size` int32 (2,) = (height, width), `crop_top_left` int32 (2,) = (top, left)
 - optional (only when SDXL encoders are configured): `latent_mean`, `latent_logvar` float32 (4, H/8, W/8),
   `prompt_embeds` float32 (77, 2048), `pooled_prompt_embeds` float32 (1280,)
@@ -20,6 +22,7 @@ Per-person face problems do not skip the example; they give a reason from `FACE_
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,8 +46,11 @@ SKIP_REASONS = (
     "bad_shape",
     "size_mismatch",
     "behind_camera",
+    "missing_image",
+    "bad_intrinsics",
 )
 FACE_REASONS = ("out_of_frame", "hidden", "no_face_model")
+MIN_FOV_DEG, MAX_FOV_DEG = 1.0, 170.0  # plausible camera fields of view (`validate_camera`)
 
 
 class SkipExample(Exception):
@@ -78,6 +84,30 @@ def _array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise SkipExample("nonfinite_params", f"{what} has NaN or inf")
     return array
+
+
+def validate_camera(K: np.ndarray, width: int, height: int) -> None:
+    """Check that the intrinsics K (3, 3) describe a camera for this W x H image; raises `SkipExample`.
+
+    The principal point must lie in the image and the focal lengths (pixels) must give a field of view
+    between `MIN_FOV_DEG` and `MAX_FOV_DEG` on each axis (a focal length in mm or normalised units does not).
+    """
+    k = np.asarray(K, np.float64)
+    cx, cy = k[0, 2], k[1, 2]
+    if not (0.0 <= cx <= width and 0.0 <= cy <= height):
+        raise SkipExample(
+            "bad_intrinsics", f"principal point ({cx:.1f}, {cy:.1f}) px is outside the {width}x{height} image"
+        )
+    for axis, focal, size in (("x", k[0, 0], width), ("y", k[1, 1], height)):
+        if not focal > 0:
+            raise SkipExample("bad_intrinsics", f"focal length f{axis} = {focal} px is not positive")
+        fov = math.degrees(2.0 * math.atan(size / (2.0 * focal)))
+        if not MIN_FOV_DEG <= fov <= MAX_FOV_DEG:
+            raise SkipExample(
+                "bad_intrinsics",
+                f"focal length f{axis} = {focal:.4g} px gives a {fov:.3g} deg field of view over {size} px "
+                f"(expected {MIN_FOV_DEG:g}..{MAX_FOV_DEG:g}; focal lengths are in pixels)",
+            )
 
 
 def validate_scene(fit: Any, width: int, height: int, max_people: int) -> None:
@@ -159,13 +189,21 @@ def assemble_example(
     if len(face_embeddings) != n:
         raise ValueError(f"{len(face_embeddings)} face embeddings for {n} people")
     embeddings = np.zeros((n, EMBEDDING_DIM), np.float32)
-    visible = np.zeros((n,), bool)
+    embedded = np.zeros((n,), bool)
     for i, emb in enumerate(face_embeddings):
         if emb is not None:
             embeddings[i] = np.asarray(emb, np.float32).reshape(EMBEDDING_DIM)
-            visible[i] = True
+            embedded[i] = True
+    rendered_visible = np.asarray(renders["face_visible"], bool)
+    if rendered_visible.shape != (n,):
+        raise ValueError(f"render field face_visible has shape {rendered_visible.shape}, expected {(n,)}")
+    # Visible = neither "out_of_frame" nor "hidden" in `face_reasons` (the report counts the same).
+    visible = np.array([v and kps_in_frame(k, w, h) for k, v in zip(example["face_kps"], rendered_visible)], bool)
+    if np.any(embedded & ~visible):
+        raise ValueError(f"faces {np.flatnonzero(embedded & ~visible).tolist()} are embedded but not visible")
     example.update(
         face_visible=visible,
+        has_face_embedding=embedded,
         face_embedding=embeddings,
         num_people=np.int32(n),
         betas=np.stack([np.asarray(p.betas, np.float32) for p in fit.people]),

@@ -1,8 +1,9 @@
 """From scene inputs to one dataset example: validate, pose bodies, render, embed faces, encode for SDXL.
 
-`ExampleFactory(...)(raw_scene)` returns `(example, face_reasons)` or raises `SkipExample`; it is the
-`make` of a `dataset.SceneJob`. All heavy dependencies (body model, renderer, face and SDXL models) are
-constructed by the caller and passed in, so the factory holds no global state.
+`ExampleFactory(...)(raw_scene)` returns `(example, face_reasons)` or raises `SkipExample`
+(`data_prep.scene_outcome.prepare_scene` runs it for the dataset builder). All heavy dependencies (body
+model, renderer, face and SDXL models) are constructed by the caller and passed in, so the factory holds no
+global state; build one per process (a Beam worker builds its own in `DoFn.setup`).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class ExampleFactory:
                 renderer.close()
 
     def __call__(self, raw: RawScene) -> tuple[dict[str, Any], list[str | None]]:
-        inputs = raw.load()
+        inputs = raw.load(self)  # synthetic scenes use this factory's body model and renderer
         image, fit = inputs.image, inputs.fit
         height, width = image.shape[:2]
         validate_scene(fit, width, height, self.max_people)
@@ -103,7 +104,3 @@ class ExampleFactory:
             crop_top_left=inputs.crop_top_left,
         )
         return example, reasons
-
-    def job(self, raw: RawScene) -> tuple[str, Callable[[], tuple[dict[str, Any], list[str | None]]]]:
-        """A `dataset.SceneJob` for `raw`."""
-        return raw.image_id, lambda: self(raw)

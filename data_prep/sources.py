@@ -1,33 +1,43 @@
 """Where scenes come from: a folder of real images + fits + captions, or generated synthetic scenes.
 
-A source yields `RawScene`s lazily; `RawScene.load()` reads/generates the inputs and raises
-`SkipExample` for bad ones (mapping `FitError`s onto countable reasons).
+A source is a list of `RawScene`s, each a small description with a unique `image_id` that any process
+(e.g. a Beam worker) can load: `scene.load(resources)` reads or generates the inputs and raises
+`SkipExample` for bad ones. `resources` is that process's `pipeline.ExampleFactory` (its body model and
+renderer, which synthetic scenes use). The scene types here are JSON-serialisable (`scene_to_json`).
 
-Real-data layout:
-- `image_dir/<stem>.{jpg,jpeg,png}` (sorted by file name),
+Real-data layout (`folder_scenes`):
+- `image_dir/<stem>.{jpg,jpeg,png}` (pixel conversions: `data_prep.image_files`),
 - `fits_dir/<stem>.npz` or `<stem>.json` (format of `data_prep.fits`),
-- `captions_jsonl`: one JSON object per line, `{"image": "<file name or stem>", "caption": "..."}`.
-
-Pixels are taken as stored (EXIF orientation is not applied, as OpenCV's and TFDS's decoders do not apply
-it either); a photo with an EXIF rotation tag, or not an RGB PNG/JPEG, is stored re-encoded as PNG.
+- `captions_jsonl`: `data_prep.captions`.
+The stem is the example id; scenes are sorted by it. Refused before anything is prepared (`InputError`,
+`CaptionsError`): two images or two fits with one stem, and captions-file problems. Counted as skipped, with
+a reason: an image without fit (`missing_fit`) or caption (`missing_caption`), a fit without image
+(`missing_image`), a camera that does not fit its image (`bad_intrinsics`), and the fit / image problems of
+`data_prep.fits` and `data_prep.image_files`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import pathlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from data_prep.examples import SkipExample
+from data_prep.captions import Captions
+from data_prep.examples import SkipExample, validate_camera
 from data_prep.fits import FitError, SceneFit, load_scene_fit
+from data_prep.image_files import decode_image_file, encode_png
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+FIT_SUFFIXES = (".npz", ".json")
+WHITE = (255, 255, 255)
+
+
+class InputError(ValueError):
+    """The input folders cannot be used as they are; nothing is prepared."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,30 +58,18 @@ class SceneInputs:
     posed: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class RawScene:
+class SceneResources(Protocol):
+    """What loading a scene may use: the process's body model and its renderer for a W x H image."""
+
+    body: Any
+
+    def renderer(self, width: int, height: int) -> Any: ...
+
+
+class RawScene(Protocol):
     image_id: str
-    load: Callable[[], SceneInputs]
 
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an RGB uint8 (H, W, 3) image."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, np.uint8), "RGB").save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def decode_image_file(path: pathlib.Path) -> tuple[np.ndarray, bytes]:
-    """RGB uint8 pixels and bytes to store (the file itself if PNG/JPEG RGB, else re-encoded PNG)."""
-    try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            keep = img.format in ("PNG", "JPEG") and img.mode == "RGB" and img.getexif().get(0x0112, 1) == 1
-            pixels = np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise SkipExample("unreadable_image", f"{path}: {err}") from err
-    return pixels, data if keep else encode_png(pixels)
+    def load(self, resources: SceneResources) -> SceneInputs: ...
 
 
 def fit_skip_reason(err: FitError) -> str:
@@ -95,21 +93,6 @@ def load_fit(path: pathlib.Path) -> SceneFit:
         raise SkipExample(fit_skip_reason(err), str(err)) from err
 
 
-def _read_captions(path: pathlib.Path) -> dict[str, str]:
-    captions: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            name, caption = str(record["image"]), str(record["caption"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{number}: expected {{'image': ..., 'caption': ...}} ({err})") from err
-        captions[name] = caption
-        captions.setdefault(pathlib.Path(name).stem, caption)
-    return captions
-
-
 def crop_scene(inputs: SceneInputs, size: int) -> SceneInputs:
     """Resize (short side -> size) and centre-crop photo and camera to size x size (`render.square_crop`)."""
     from data_prep.render import square_crop
@@ -121,52 +104,148 @@ def crop_scene(inputs: SceneInputs, size: int) -> SceneInputs:
     return SceneInputs(image, encode_png(image), cropped, inputs.caption, plan.original_size, plan.crop_top_left)
 
 
+@dataclasses.dataclass(frozen=True)
+class FolderScene:
+    """One real photo with its fit file and caption (None: missing, counted when loaded).
+
+    `resolution`: resize + centre-crop photo and camera to a square of that size; None keeps the photo's
+    size. `alpha_background`: the RGB colour transparent pixels are composited over.
+    """
+
+    image_id: str
+    image_path: str
+    fit_path: str | None
+    caption: str | None
+    resolution: int | None = None
+    alpha_background: tuple[int, int, int] = WHITE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha_background", tuple(int(v) for v in self.alpha_background))
+
+    def load(self, resources: SceneResources | None = None) -> SceneInputs:
+        image_path = pathlib.Path(self.image_path)
+        if self.fit_path is None:
+            raise SkipExample("missing_fit", f"no fit {self.image_id}.npz or .json for {image_path}")
+        if self.caption is None:
+            raise SkipExample("missing_caption", f"{image_path.name} has no line in the captions file")
+        fit = load_fit(pathlib.Path(self.fit_path))
+        image, data = decode_image_file(image_path, self.alpha_background)
+        if (fit.width, fit.height) != (image.shape[1], image.shape[0]):
+            raise SkipExample(
+                "size_mismatch", f"fit is for {fit.width}x{fit.height}, image is {image.shape[1]}x{image.shape[0]}"
+            )
+        validate_camera(fit.K, fit.width, fit.height)
+        inputs = SceneInputs(image=image, image_bytes=data, fit=fit, caption=self.caption)
+        return inputs if self.resolution is None else crop_scene(inputs, self.resolution)
+
+
+@dataclasses.dataclass(frozen=True)
+class MissingImageScene:
+    """A fit file whose image is not in the image folder: always skipped as `missing_image`."""
+
+    image_id: str
+    fit_path: str
+    image_dir: str
+
+    def load(self, resources: SceneResources | None = None) -> SceneInputs:
+        raise SkipExample(
+            "missing_image", f"{self.fit_path} has no image {self.image_id}.jpg/.jpeg/.png in {self.image_dir}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticScene:
+    """Random scene `index` of `seed` (`data_prep.scenes`), drawn from its own RNG `default_rng([seed, index])`,
+    so that any process builds the same scene."""
+
+    image_id: str
+    seed: int
+    index: int
+    width: int
+    height: int
+    min_people: int
+    max_people: int
+    camera_distance: tuple[float, float] = (2.3, 3.6)  # see data_prep.scenes.SceneLayout
+    place_anywhere: bool = False
+
+    def load(self, resources: SceneResources) -> SceneInputs:
+        from data_prep.scenes import SceneLayout, pose_scene, shade_scene, synthetic_scene
+
+        rng = np.random.default_rng([self.seed, self.index])
+        body = resources.body
+        layout = SceneLayout(tuple(self.camera_distance), self.place_anywhere)
+        fit, caption = synthetic_scene(rng, body, self.width, self.height, self.min_people, self.max_people, layout)
+        meshes, joints = pose_scene(body, fit)
+        image = shade_scene(resources.renderer(self.width, self.height), meshes, fit.K, rng)
+        posed = tuple((verts, j) for (verts, _), j in zip(meshes, joints))
+        return SceneInputs(image=image, image_bytes=encode_png(image), fit=fit, caption=caption, posed=posed)
+
+
+_KINDS: dict[str, Callable[..., RawScene]] = {
+    "folder": FolderScene,
+    "missing_image": MissingImageScene,
+    "synthetic": SyntheticScene,
+}
+
+
+def scene_to_json(index: int, scene: RawScene) -> str:
+    """One line of JSON: the scene's position in its source, its kind and its fields."""
+    kind = next((name for name, cls in _KINDS.items() if type(scene) is cls), None)
+    if kind is None:
+        raise TypeError(f"{type(scene).__name__} is not a serialisable scene type ({', '.join(_KINDS)})")
+    return json.dumps({"index": index, "kind": kind, "fields": dataclasses.asdict(scene)})
+
+
+def scene_from_json(line: str) -> tuple[int, RawScene]:
+    """(index, scene) from a `scene_to_json` line."""
+    record = json.loads(line)
+    return int(record["index"]), _KINDS[record["kind"]](**record["fields"])
+
+
+def _files_by_stem(folder: pathlib.Path, suffixes: tuple[str, ...], what: str) -> dict[str, pathlib.Path]:
+    """{stem: file} of the files in `folder` with one of `suffixes`; InputError if two share a stem."""
+    found: dict[str, list[pathlib.Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in suffixes and path.is_file():
+            found.setdefault(path.stem, []).append(path)
+    clashes = [paths for paths in found.values() if len(paths) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(p.name for p in paths) for paths in clashes[:20])
+        more = f" and {len(clashes) - 20} more" if len(clashes) > 20 else ""
+        raise InputError(
+            f"{folder}: {len(clashes)} {what} id(s) used by more than one file ({listed}{more}); the file stem is "
+            f"the example id and must be unique: rename or remove the extra {what} files"
+        )
+    return {stem: paths[0] for stem, paths in found.items()}
+
+
 def folder_scenes(
     image_dir: str | pathlib.Path,
     fits_dir: str | pathlib.Path,
     captions_jsonl: str | pathlib.Path,
     resolution: int | None = None,
-) -> Iterator[RawScene]:
-    """Real scenes, one per image file (sorted); see the module docstring for the layout.
-
-    `resolution`: resize + centre-crop every photo (and its camera) to a square of that size; None keeps
-    the photos as they are.
-    """
-    image_dir, fits_dir = pathlib.Path(image_dir), pathlib.Path(fits_dir)
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"image folder {image_dir} does not exist")
-    captions = _read_captions(pathlib.Path(captions_jsonl))
-    for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-
-        def load(path: pathlib.Path = path) -> SceneInputs:
-            fit_path = next(
-                (
-                    fits_dir / f"{path.stem}{ext}"
-                    for ext in (".npz", ".json")
-                    if (fits_dir / f"{path.stem}{ext}").exists()
-                ),
-                None,
-            )
-            if fit_path is None:
-                raise SkipExample("missing_fit", f"no {fits_dir}/{path.stem}.npz or .json")
-            caption = captions.get(path.name, captions.get(path.stem))
-            if caption is None:
-                raise SkipExample("missing_caption", f"{path.name} has no line in the captions file")
-            fit = load_fit(fit_path)
-            image, data = decode_image_file(path)
-            if (fit.width, fit.height) != (image.shape[1], image.shape[0]):
-                raise SkipExample(
-                    "size_mismatch", f"fit is for {fit.width}x{fit.height}, image is {image.shape[1]}x{image.shape[0]}"
-                )
-            inputs = SceneInputs(image=image, image_bytes=data, fit=fit, caption=caption)
-            return inputs if resolution is None else crop_scene(inputs, resolution)
-
-        yield RawScene(image_id=path.stem, load=load)
+    alpha_background: tuple[int, int, int] = WHITE,
+) -> list[RawScene]:
+    """Real scenes, one per image and one per fit without image, sorted by id; see the module docstring."""
+    image_dir, fits_dir = pathlib.Path(image_dir).absolute(), pathlib.Path(fits_dir).absolute()
+    for folder, what in ((image_dir, "image"), (fits_dir, "fit")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{what} folder {folder} does not exist")
+    images = _files_by_stem(image_dir, IMAGE_SUFFIXES, "image")
+    fits = _files_by_stem(fits_dir, FIT_SUFFIXES, "fit")
+    captions = Captions(pathlib.Path(captions_jsonl))
+    scenes: list[RawScene] = []
+    for stem in sorted(images.keys() | fits.keys()):
+        fit = str(fits[stem]) if stem in fits else None
+        if stem not in images:
+            scenes.append(MissingImageScene(stem, fit, str(image_dir)))
+            continue
+        caption = captions.caption_for(images[stem])
+        scenes.append(FolderScene(stem, str(images[stem]), fit, caption, resolution, alpha_background))
+    return scenes
 
 
 def synthetic_scenes(
-    body: Any,
-    get_renderer: Callable[[int, int], Any],
     *,
     num: int,
     width: int,
@@ -174,26 +253,21 @@ def synthetic_scenes(
     seed: int,
     min_people: int,
     max_people: int,
-    layout: Any = None,
-) -> Iterator[RawScene]:
-    """`num` random scenes (`data_prep.scenes`), each from its own RNG `default_rng([seed, index])`; `layout`:
-    a `scenes.SceneLayout` (None = the default).
-
-    `get_renderer(width, height)` gives the renderer that shades the "photo" (share the pipeline's: one GL
-    context per process).
-    """
-    from data_prep.scenes import SceneLayout, pose_scene, shade_scene, synthetic_scene
-
-    layout = layout or SceneLayout()
-
-    for index in range(num):
-
-        def load(index: int = index) -> SceneInputs:
-            rng = np.random.default_rng([seed, index])
-            fit, caption = synthetic_scene(rng, body, width, height, min_people, max_people, layout)
-            meshes, joints = pose_scene(body, fit)
-            image = shade_scene(get_renderer(width, height), meshes, fit.K, rng)
-            posed = tuple((verts, j) for (verts, _), j in zip(meshes, joints))
-            return SceneInputs(image=image, image_bytes=encode_png(image), fit=fit, caption=caption, posed=posed)
-
-        yield RawScene(image_id=f"synthetic_{seed}_{index:06d}", load=load)
+    camera_distance: tuple[float, float] = (2.3, 3.6),
+    place_anywhere: bool = False,
+) -> list[RawScene]:
+    """`num` random scenes (`SyntheticScene`), ids `synthetic_<seed>_<index>`."""
+    return [
+        SyntheticScene(
+            f"synthetic_{seed}_{index:06d}",
+            seed,
+            index,
+            width,
+            height,
+            min_people,
+            max_people,
+            tuple(camera_distance),
+            place_anywhere,
+        )
+        for index in range(num)
+    ]

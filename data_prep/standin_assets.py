@@ -12,10 +12,14 @@ import pathlib
 from types import ModuleType
 
 
+def source_digest(generator: ModuleType) -> str:
+    """The first 12 hex digits of sha256 of the generator module's source (its version)."""
+    return hashlib.sha256(pathlib.Path(generator.__file__).read_bytes()).hexdigest()[:12]
+
+
 def generated_dir(cache_dir: str | os.PathLike, name: str, generator: ModuleType) -> pathlib.Path:
-    """`cache_dir/<name>_<first 12 hex digits of sha256(generator's source)>`."""
-    digest = hashlib.sha256(pathlib.Path(generator.__file__).read_bytes()).hexdigest()[:12]
-    return pathlib.Path(os.path.expanduser(os.fspath(cache_dir))) / f"{name}_{digest}"
+    """`cache_dir/<name>_<source_digest(generator)>`, absolute."""
+    return pathlib.Path(os.path.expanduser(os.fspath(cache_dir))).absolute() / f"{name}_{source_digest(generator)}"
 
 
 def standin_smplx_root(cache_dir: str | os.PathLike) -> pathlib.Path:

@@ -15,7 +15,9 @@ from PIL import Image
 from data_prep import dataset, examples, sources
 from data_prep.faces import FaceEmbedder
 from data_prep.fits import PersonFit, SceneFit, multihmr_intrinsics, save_scene_fit
+from data_prep.image_files import encode_png
 from data_prep.pipeline import ExampleFactory
+from data_prep.scene_outcome import ExamplePrepError, NoExamplesError
 from data_prep.sdxl_encoders import SDXLTextEncoder, SDXLVaeEncoder
 from tests.fixtures_faces import face_model_root  # noqa: F401  (pytest fixture)
 from tests.fixtures_sdxl import tiny_sdxl_dir  # noqa: F401  (pytest fixture)
@@ -65,11 +67,24 @@ def _image(seed):
     return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
 
 
-def _raw(image_id, fit, seed):
-    image = _image(seed)
-    return sources.RawScene(
-        image_id, lambda: sources.SceneInputs(image, sources.encode_png(image), fit, f"caption {image_id}")
-    )
+class _Scene:
+    """A scene given by its inputs (image from `seed`, the fit, caption "caption <id>")."""
+
+    def __init__(self, image_id, fit, seed):
+        self.image_id, self._fit, self._image = image_id, fit, _image(seed)
+
+    def load(self, resources):
+        return sources.SceneInputs(self._image, encode_png(self._image), self._fit, f"caption {self.image_id}")
+
+
+_raw = _Scene
+FINGERPRINT = {"digest": "test-inputs"}
+
+
+def _build(data_dir, scenes, factory, **kwargs):
+    kwargs.setdefault("include_sdxl", False)
+    kwargs.setdefault("fingerprint", FINGERPRINT)
+    return dataset.build_dataset(data_dir, scenes, factory=factory, **kwargs)
 
 
 @pytest.fixture()
@@ -95,7 +110,7 @@ def test_round_trip(tmp_path, factory, with_sdxl, tiny_sdxl_dir):  # noqa: F811
     if with_sdxl:
         prompt_embeds, pooled = factory.text_encoder.encode([""])
         empty = {"prompt_embeds": prompt_embeds[0], "pooled_prompt_embeds": pooled[0]}
-    report = dataset.build_dataset(tmp_path, [factory.job(r) for r in raws], include_sdxl=with_sdxl, empty_prompt=empty)
+    report = _build(tmp_path, raws, factory, include_sdxl=with_sdxl, empty_prompt=empty)
     assert report["written"] == 3 and report["skipped"] == 0 and report["splits"] == {"train": 3}
     assert report["face_not_visible_reasons"] == {"hidden": 1}
 
@@ -144,7 +159,7 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path, factory):
     good = _fit([0.0, 0.4])
     stems = ["good", "no_fit", "malformed", "unreadable", "zero", "nan", "shape", "offscreen", "no_caption", "crowd"]
     for i, stem in enumerate(stems):
-        (images / f"{stem}.png").write_bytes(sources.encode_png(_image(i)))
+        (images / f"{stem}.png").write_bytes(encode_png(_image(i)))
     (images / "unreadable.png").write_bytes(b"not an image")
     (images / "notes.txt").write_text("ignored: not an image suffix")
     arrays = {
@@ -168,8 +183,7 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path, factory):
     captions = tmp_path / "captions.jsonl"
     captions.write_text("\n".join(json.dumps({"image": f"{s}.png", "caption": s}) for s in stems if s != "no_caption"))
 
-    jobs = [factory.job(raw) for raw in sources.folder_scenes(images, fits, captions)]
-    report = dataset.build_dataset(tmp_path / "out", jobs, include_sdxl=False)
+    report = _build(tmp_path / "out", sources.folder_scenes(images, fits, captions), factory)
     assert report["written"] == 2
     assert report["skip_reasons"] == {
         "missing_fit": 1,
@@ -215,48 +229,87 @@ def test_validate_scene_rejects_bad_objects():
         examples.validate_scene(bad, W, H, 3)
 
 
+class _FailingScene:
+    def __init__(self, image_id, error):
+        self.image_id, self._error = image_id, error
+
+    def load(self, resources):
+        raise self._error("interrupted")
+
+
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_interrupted_build_never_looks_complete_and_rerun_completes(tmp_path, factory, error):
     raws = [_raw(f"s{i}", _fit([0.0]), i) for i in range(4)]
-
-    def failing_jobs():
-        for i, raw in enumerate(raws):
-            if i == 2:
-                raise error("interrupted")
-            yield factory.job(raw)
-
-    with pytest.raises(error):
-        dataset.build_dataset(tmp_path, failing_jobs(), include_sdxl=False)
+    with pytest.raises(error, match="interrupted"):
+        _build(tmp_path, [*raws[:2], _FailingScene("s2", error), *raws[2:]], factory)
     assert not dataset.is_complete(tmp_path)
     assert not dataset.version_dir(tmp_path).exists()
     with pytest.raises(FileNotFoundError, match="interrupted"):
         dataset.open_split(tmp_path)
 
-    report = dataset.build_dataset(tmp_path, [factory.job(r) for r in raws], include_sdxl=False)
+    report = _build(tmp_path, raws, factory)
     assert report["written"] == 4 and not report["reused_existing"]
     assert len(dataset.open_split(tmp_path)) == 4
 
 
+def test_unexpected_error_names_the_example(tmp_path, factory):
+    raws = [_raw("s0", _fit([0.0]), 0), _FailingScene("broken_one", ValueError)]
+    with pytest.raises(ExamplePrepError, match=r"'broken_one' \(scene 1\).*ValueError: interrupted"):
+        _build(tmp_path, raws, factory)
+    assert not dataset.is_complete(tmp_path)
+
+
 def test_killed_build_leftovers_are_ignored_and_removed(tmp_path, factory):
-    leftover = tmp_path / dataset.NAME / "incomplete.ABC123_1.0.0"
+    leftover = tmp_path / dataset.NAME / f"incomplete.ABC123_{dataset.PersonaCraftScenes.VERSION}"
     leftover.mkdir(parents=True)
     (leftover / "personacraft_scenes-train.array_record-00000-of-00001").write_bytes(b"partial")
     assert not dataset.is_complete(tmp_path)
-    report = dataset.build_dataset(tmp_path, [factory.job(_raw("x", _fit([0.0]), 0))], include_sdxl=False)
+    report = _build(tmp_path, [_raw("x", _fit([0.0]), 0)], factory)
     assert report["written"] == 1 and not leftover.exists()
 
 
 def test_report_is_recreated_for_a_complete_dataset(tmp_path, factory):
-    dataset.build_dataset(tmp_path, [factory.job(_raw("x", _fit([0.0]), 0))], include_sdxl=False)
+    _build(tmp_path, [_raw("x", _fit([0.0]), 0)], factory, config={"seed": 1})
     report_path = dataset.version_dir(tmp_path) / dataset.REPORT_FILE
     report_path.unlink()  # as if killed between the rename and the report
 
-    def must_not_run():
-        raise AssertionError("a complete dataset must be reused")
-        yield
-
-    report = dataset.build_dataset(tmp_path, must_not_run(), include_sdxl=False)
+    # A complete dataset with the same fingerprint is reused: nothing is prepared again.
+    report = _build(tmp_path, [_FailingScene("x", AssertionError)], factory, config={"seed": 2})
     assert report_path.is_file() and report["reused_existing"] and report["written"] == 1
+    assert report["config"] == {"seed": 1}  # the report describes the stored data, not this call
+
+
+def test_a_dataset_from_other_inputs_is_refused_not_reused(tmp_path, factory):
+    first = {"digest": "a", "config": {"resolution": 1024}, "scenes": {"count": 2, "digest": "s1"}}
+    _build(tmp_path, [_raw("x", _fit([0.0]), 0)], factory, fingerprint=first)
+    report_before = (dataset.version_dir(tmp_path) / dataset.REPORT_FILE).read_text()
+    second = {"digest": "b", "config": {"resolution": 512}, "scenes": {"count": 3, "digest": "s2"}}
+    with pytest.raises(dataset.DatasetMismatchError) as err:
+        _build(tmp_path, [_FailingScene("y", AssertionError)], factory, fingerprint=second)
+    message = str(err.value)
+    assert "config.resolution: 1024 -> 512" in message and "2 scenes" in message and "3 scenes" in message
+    assert f"rm -r '{dataset.version_dir(tmp_path)}'" in message
+    assert (dataset.version_dir(tmp_path) / dataset.REPORT_FILE).read_text() == report_before
+
+
+def test_an_older_schema_version_is_named(tmp_path, factory):
+    old = tmp_path / dataset.NAME / "1.0.0"
+    old.mkdir(parents=True)
+    (old / "dataset_info.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"holds version 1\.0\.0 with an older schema"):
+        dataset.open_split(tmp_path)
+
+
+def test_a_url_data_dir_is_refused(factory):
+    with pytest.raises(dataset.DataDirError, match=r"gs://bucket/data is a URL.*FUSE"):
+        _build("gs://bucket/data", [_raw("x", _fit([0.0]), 0)], factory)
+
+
+def test_nothing_written_is_an_error_with_the_reasons(tmp_path, factory):
+    crowd = _raw("crowd", _fit([-1, -0.5, 0, 0.5]), 0)  # 4 people > max_people=3
+    with pytest.raises(NoExamplesError, match=r"none of the 1 scenes.*too_many_people"):
+        _build(tmp_path, [crowd], factory)
+    assert not dataset.is_complete(tmp_path)
 
 
 def test_real_photos_are_cropped_to_the_training_resolution(tmp_path, factory):
@@ -264,12 +317,12 @@ def test_real_photos_are_cropped_to_the_training_resolution(tmp_path, factory):
     images.mkdir()
     fits.mkdir()
     fit = _fit([0.0])
-    (images / "p.jpg").write_bytes(sources.encode_png(_image(0)))  # content decides, not the suffix
+    (images / "p.jpg").write_bytes(encode_png(_image(0)))  # content decides, not the suffix
     save_scene_fit(fits / "p.npz", fit)
     captions = tmp_path / "c.jsonl"
     captions.write_text(json.dumps({"image": "p", "caption": "one person"}) + "\n")
-    jobs = [factory.job(raw) for raw in sources.folder_scenes(images, fits, captions, resolution=32)]
-    assert dataset.build_dataset(tmp_path / "out", jobs, include_sdxl=False)["written"] == 1
+    scenes = sources.folder_scenes(images, fits, captions, resolution=32)
+    assert _build(tmp_path / "out", scenes, factory)["written"] == 1
     got = dataset.open_split(tmp_path / "out")[0]
     # 64 x 48 -> short side 32: 43 x 32, centre crop 32 x 32 starting at column (43 - 32) // 2 = 5.
     np.testing.assert_array_equal(got["original_size"], [H, W])

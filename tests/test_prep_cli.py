@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from data_prep import dataset
+from tests.fixtures_prep import EXPECTED_SKIPS, GOOD, write_real_inputs
 from tests.fixtures_sdxl import tiny_sdxl_dir  # noqa: F401  (pytest fixture)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -25,13 +27,29 @@ def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 def test_help_exits_zero():
     result = _run("--help")
     assert result.returncode == 0, result.stderr
-    assert "--data_dir" in result.stdout and "--preview" in result.stdout
+    assert "--data_dir" in result.stdout and "--preview" in result.stdout and "--beam_pipeline_options" in result.stdout
 
 
 def test_missing_data_dir_is_a_usage_error():
     result = _run("--config=configs/prep_synthetic.py")
     assert result.returncode != 0
     assert "--data_dir" in result.stderr
+
+
+def test_refusals_are_one_line_errors_before_any_work(tmp_path):
+    result = _run(
+        "--config=configs/prep_synthetic.py",
+        f"--data_dir={tmp_path / 'data'}",
+        f"--config.cache_dir={tmp_path / 'cache'}",
+        "--beam_pipeline_options=direct_num_workers=2",
+    )
+    assert (
+        result.returncode != 0
+        and "prep: --beam_pipeline_options='direct_num_workers=2' names no runner" in result.stderr
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "cache").exists() and not (tmp_path / "data").exists()
+    result = _run("--config=configs/prep_synthetic.py", "--data_dir=gs://bucket/pc", f"--config.cache_dir={tmp_path}")
+    assert result.returncode != 0 and "prep: data_dir gs://bucket/pc is a URL" in result.stderr
 
 
 def test_tiny_synthetic_run(tmp_path):
@@ -71,47 +89,41 @@ def test_tiny_synthetic_run(tmp_path):
     assert example["depth"].shape == (256, 256) and (example["depth"] > 0).any()
     assert 1 <= example["num_people"] <= 2
     visible = np.concatenate([source[i]["face_visible"] for i in range(len(source))])
+    embedded = np.concatenate([source[i]["has_face_embedding"] for i in range(len(source))])
     embeddings = np.concatenate([source[i]["face_embedding"] for i in range(len(source))])
-    assert visible.sum() == report["faces_visible"]
-    assert embeddings[visible].any(axis=-1).all() and not embeddings[~visible].any()
+    assert visible.sum() == report["faces_visible"] and embedded.sum() == report["faces_embedded"]
+    np.testing.assert_array_equal(embedded, visible)  # a face model is configured: every visible face embedded
+    assert embeddings[embedded].any(axis=-1).all() and not embeddings[~embedded].any()
 
 
 def test_real_config_run(tmp_path):
-    from data_prep.body_model import write_standin_smplx_model
-    from data_prep.fits import PersonFit, SceneFit, multihmr_intrinsics, save_scene_fit
-
-    images, fits = tmp_path / "images", tmp_path / "fits"
-    images.mkdir()
-    fits.mkdir()
-    upright = np.zeros((53, 3), np.float32)
-    upright[0] = [np.pi, 0.0, 0.0]  # SMPL-X canonical (y up) -> OpenCV camera (y down), facing the camera
-    rng = np.random.default_rng(0)
-    for stem, xs in (("two", (-0.3, 0.3)), ("one", (0.0,)), ("nofit", (0.0,))):
-        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(images / f"{stem}.png")
-        people = tuple(PersonFit(np.zeros(10), np.zeros(10), upright, np.array([x, -0.3, 2.5])) for x in xs)
-        if stem != "nofit":
-            save_scene_fit(fits / f"{stem}.npz", SceneFit(people, multihmr_intrinsics(96, 64), 96, 64))
-    captions = tmp_path / "captions.jsonl"
-    captions.write_text(
-        "".join(json.dumps({"image": f"{s}.png", "caption": s}) + "\n" for s in ("two", "one", "nofit"))
-    )
-    smplx_root = write_standin_smplx_model(tmp_path / "smplx_root").parents[1]
-
+    overrides = write_real_inputs(tmp_path / "inputs")
     data_dir = tmp_path / "data"
     result = _run(
         "--config=configs/prep_real.py",
         f"--data_dir={data_dir}",
-        f"--config.image_dir={images}",
-        f"--config.fits_dir={fits}",
-        f"--config.captions_jsonl={captions}",
-        f"--config.smplx_model_root={smplx_root}",
+        *(f"--config.{key}={value}" for key, value in overrides.items()),
         "--config.resolution=64",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((dataset.version_dir(data_dir) / dataset.REPORT_FILE).read_text())
-    assert report["written"] == 2 and report["skip_reasons"] == {"missing_fit": 1}
-    assert report["face_not_visible_reasons"].get("no_face_model", 0) >= 1  # no face model configured
+    assert report["written"] == len(GOOD) and report["skip_reasons"] == EXPECTED_SKIPS
+    assert {tuple(s[:2]) for s in report["skipped_examples"]} == {
+        ("nofit", "missing_fit"), ("farcam", "bad_intrinsics"), ("orphan", "missing_image")
+    }  # fmt: skip
+    # Person 2 of "outside" stands far off the image: counted, with no pixels in any map.
+    assert report["people_not_visible"] == 1 and report["people_not_visible_examples"] == [
+        ["outside", 1, "outside_image"]
+    ]
+    # No face model: the renderer's visibility is kept, and no face has an embedding.
+    assert report["faces_embedded"] == 0 and report["faces_visible"] >= 1
+    assert report["face_not_embedded_reasons"] == {"no_face_model": report["faces_visible"]}
     source = dataset.open_split(data_dir)
+    visible = np.concatenate([source[i]["face_visible"] for i in range(len(source))])
+    assert visible.sum() == report["faces_visible"]
+    assert not any(
+        source[i]["has_face_embedding"].any() or source[i]["face_embedding"].any() for i in range(len(source))
+    )
     example = next(source[i] for i in range(len(source)) if source[i]["image_id"] == "two")
     assert example["num_people"] == 2 and example["image"].shape == (64, 64, 3)
     np.testing.assert_array_equal(example["original_size"], [64, 96])
@@ -120,14 +132,45 @@ def test_real_config_run(tmp_path):
     assert (example["instance"] == 1).any() and (example["instance"] == 2).any()
 
 
-def test_sdxl_encoders_from_config(tiny_sdxl_dir):  # noqa: F811
-    from configs import prep_real
+def test_sdxl_encoders_from_config(tiny_sdxl_dir, tmp_path):  # noqa: F811
+    from configs import prep_synthetic
     from data_prep import prep_job as prep
 
-    cfg = prep_real.get_config()
-    assert prep._sdxl_encoders(cfg) == (None, None)
+    cfg = prep_synthetic.get_config()
+    cfg.cache_dir = str(tmp_path / "cache")
+    spec = prep.factory_spec(cfg)
+    assert not spec.include_sdxl and spec.text_encoder() is None and spec.vae_encoder() is None
     cfg.sdxl_folder = str(tiny_sdxl_dir)
-    text, vae = prep._sdxl_encoders(cfg)
-    assert text.encode(["a"])[0].shape == (1, 77, 40) and vae.vae.config.latent_channels == 4
+    spec = prep.factory_spec(cfg)
+    assert spec.text_encoder().encode(["a"])[0].shape == (1, 77, 40)
+    assert spec.vae_encoder().vae.config.latent_channels == 4
     cfg.sdxl_vae_folder = str(tiny_sdxl_dir / "vae")  # a separate VAE folder (e.g. the fp16-fix VAE)
-    assert prep._sdxl_encoders(cfg)[1].encode(np.zeros((16, 16, 3), np.uint8))[0].shape == (4, 2, 2)
+    assert prep.factory_spec(cfg).vae_encoder().encode(np.zeros((16, 16, 3), np.uint8))[0].shape == (4, 2, 2)
+
+
+def _parse_prep_flags(*args: str):
+    """The config launch.prep would run with these command-line arguments (absl + ml_collections parsing)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["launch.prep", *args]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    return values.config
+
+
+def test_documented_resolution_values_are_reachable_from_the_command_line():
+    from data_prep import prep_job
+
+    assert _parse_prep_flags("--config=configs/prep_real.py").resolution == 1024
+    assert _parse_prep_flags("--config=configs/prep_real.py", "--config.resolution=512").resolution == 512
+    keep = _parse_prep_flags("--config=configs/prep_real.py", "--config.resolution=None")
+    assert keep.resolution is None
+    for key in ("image_dir", "fits_dir", "captions_jsonl"):
+        keep[key] = "/x"
+    prep_job.check_config(keep)
+    bad = _parse_prep_flags("--config=configs/prep_real.py", "--config.resolution=big", "--config.image_dir=/x",
+                            "--config.fits_dir=/x", "--config.captions_jsonl=/x")  # fmt: skip
+    with pytest.raises(prep_job.ConfigError, match=r"config\.resolution = 'big'"):
+        prep_job.check_config(bad)
