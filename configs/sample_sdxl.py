@@ -27,7 +27,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dtype = "bfloat16"
     c.model.param_dtype = "bfloat16"
     c.model.attention = "xla"
-    c.size_multiple = 64
     c.region_radius = 16
     c.edge_radius = 2
     c.smplx_model_root = "~/weights/smplx"

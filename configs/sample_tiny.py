@@ -4,7 +4,9 @@
 
 Every network is a randomly initialised tiny stand-in (`personacraft_jax.sampling.models.tiny_models`) and the
 body model is the generated SMPL-X-format stand-in, so the images are noise-like; the conditioning maps are real
-renders. Sizes must be multiples of `size_multiple` (16: latent factor 8 x the tiny UNet's one downsampling).
+renders. Sizes must be multiples of the models' size multiple, derived from the loaded models (16 here: the VAE's
+factor 8 x the tiny UNet's one downsampling; SDXL: 32). `model.variant` picks diffusers' variant weight files
+(e.g. "fp16": `diffusion_pytorch_model.fp16.safetensors`, `model.fp16.safetensors`) in `sdxl_folder`'s components.
 """
 
 import ml_collections
@@ -20,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.oben_folder = config_dict.placeholder(str)
     c.model.identitynet_folder = config_dict.placeholder(str)
     c.model.ip_adapter_file = config_dict.placeholder(str)
+    c.model.variant = config_dict.placeholder(str)  # e.g. "fp16": sdxl_folder's *.fp16.safetensors weight files
     c.model.use_scnet = True  # tiny random networks only: which ones to build
     c.model.use_oben = True
     c.model.use_identity = True
@@ -30,8 +33,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.attention = "xla"
 
     c.scheduler = "euler"  # euler | ddim | dpmsolver++ (SDXL's scheduler config)
-    c.size_multiple = 16
-    c.latent_factor = 8
     c.edge_radius = 1  # OBEN input / OA-CFG mask: depth-edge dilation (px)
     c.occlusion_radius = 0
     c.region_radius = 2  # identity region: amodal silhouette dilation (px)

@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.sdxl_folder = config_dict.placeholder(str)  # diffusers SDXL folder; None = random `unet_preset`
+    c.model.variant = config_dict.placeholder(str)  # e.g. "fp16": sdxl_folder's *.fp16.safetensors weight files
     c.model.unet_preset = "tiny"
     c.model.scnet_folder = config_dict.placeholder(str)  # start SCNet from an exported ControlNet folder
     c.model.oben_folder = config_dict.placeholder(str)

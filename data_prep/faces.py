@@ -30,6 +30,10 @@ class NoFaceFoundError(ValueError):
     """The detector found no face in a reference photo."""
 
 
+class UnreadablePhotoError(ValueError):
+    """A reference photo file that PIL cannot open or decode (not an image, truncated, unreadable)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Detections:
     """SCRFD output: `boxes` (F, 4) x1, y1, x2, y2; `kps` (F, 5, 2); `scores` (F,); best first."""
@@ -133,11 +137,14 @@ def largest_face_embedding(image: np.ndarray, detector: FaceDetector, embedder: 
 
 def embed_reference_photo(path: str | pathlib.Path, detector: FaceDetector, embedder: FaceEmbedder) -> np.ndarray:
     """`largest_face_embedding` of the photo at `path` (any format PIL reads, EXIF orientation applied); errors
-    name the file."""
+    (`UnreadablePhotoError`, `NoFaceFoundError`) name the file."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as photo:
-        image = np.asarray(ImageOps.exif_transpose(photo).convert("RGB"))  # as the photo is shown
+    try:
+        with Image.open(path) as photo:
+            image = np.asarray(ImageOps.exif_transpose(photo).convert("RGB"))  # as the photo is shown
+    except OSError as e:  # PIL.UnidentifiedImageError (not an image), truncated data, unreadable file
+        raise UnreadablePhotoError(f"cannot read the reference photo {path} ({type(e).__name__}: {e})") from None
     try:
         return largest_face_embedding(image, detector, embedder)
     except NoFaceFoundError:

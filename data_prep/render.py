@@ -200,12 +200,29 @@ class SceneRenderer:
         self.min_visible_keypoints = min_visible_keypoints
         self.min_eye_distance_px = min_eye_distance_px
         self._renderer = pyrender.OffscreenRenderer(self.width, self.height)
+        self._check_size_fits_the_gl_framebuffer()
         self._shader_dir = tempfile.TemporaryDirectory(prefix="personacraft_shaders_")
         Path(self._shader_dir.name, "segmentation.vert").write_text(_NORMAL_VERT)
         Path(self._shader_dir.name, "segmentation.frag").write_text(_NORMAL_FRAG)
         self._normal_cache = ShaderProgramCache(shader_dir=self._shader_dir.name)
 
     # -- resources -------------------------------------------------------------------------------------
+    def _check_size_fits_the_gl_framebuffer(self) -> None:
+        """Raises (releasing the context) when width or height exceeds this OpenGL's framebuffer limits, which
+        would otherwise fail deep inside pyrender's first render."""
+        from OpenGL import GL
+
+        limit = min(
+            int(GL.glGetIntegerv(GL.GL_MAX_RENDERBUFFER_SIZE)), *map(int, GL.glGetIntegerv(GL.GL_MAX_VIEWPORT_DIMS))
+        )
+        if max(self.width, self.height) > limit:
+            self._renderer.delete()
+            self._renderer = None
+            raise ValueError(
+                f"SceneRenderer: width={self.width}, height={self.height} exceed this OpenGL's largest framebuffer "
+                f"side {limit} (GL_MAX_RENDERBUFFER_SIZE / GL_MAX_VIEWPORT_DIMS)"
+            )
+
     def close(self) -> None:
         """Release the GL context and the temporary shader folder."""
         if self._renderer is not None:

@@ -150,7 +150,8 @@ def test_export_round_trip_to_diffusers(from_unet, tmp_path):
         ("class_embed_type", "projection"),
         ("encoder_hid_dim_type", "text_proj"),
         ("resnet_time_scale_shift", "scale_shift"),
-        ("upcast_attention", True),
+        ("upcast_attention", "yes"),
+        ("act_fn", "tanh"),
         ("only_cross_attention", True),
         ("addition_embed_type", "text"),
         ("controlnet_conditioning_channel_order", "rgba"),
@@ -162,6 +163,22 @@ def test_config_validation_names_the_key(key, value):
     ControlNetConfig.from_diffusers(cfg)
     with pytest.raises(ValueError, match=key):
         ControlNetConfig.from_diffusers({**cfg, key: value})
+
+
+def test_from_unet_config_follows_diffusers_for_ignored_unet_options():
+    """upcast_attention is copied, resnet_out_scale_factor (read by no block type here) is not, act_fn is."""
+    options = {"upcast_attention": True, "resnet_out_scale_factor": 2.0, "act_fn": "mish"}
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel(**{**unet_lib.preset("tiny"), **options})
+        ref = diffusers.ControlNetModel.from_unet(
+            unet, conditioning_channels=4, conditioning_embedding_out_channels=COND_WIDTHS, load_weights_from_unet=False
+        )
+    ours = ControlNetConfig.from_unet_config(
+        UNetConfig.from_diffusers(dict(unet.config)), conditioning_channels=4,
+        conditioning_embedding_out_channels=COND_WIDTHS,
+    )  # fmt: skip
+    assert ControlNetConfig.from_diffusers(dict(ref.config)) == ours
+    assert ours.upcast_attention is True and ours.act_fn == "mish"
 
 
 @pytest.mark.parametrize("channels, expected", [(3, 1_251_014_160), (4, 1_251_014_304)])

@@ -5,6 +5,7 @@ identity off), OA-CFG wiring on one step, and the identity branch's region maski
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -77,7 +78,21 @@ def _inputs(tok: PromptTokenizer, cond: dict, negative: str | None, mask=None) -
     )
 
 
-def _diffusers_latents(ref: dict, cond: dict) -> np.ndarray:
+# (diffusers scheduler class, scheduler config, steps asked). DPM-Solver++ with trailing spacing and a clipping
+# lambda_min_clipped gives a schedule of 6 steps for 7 asked (diffusers too): the loop must run those 6.
+_PIPELINE_SCHEDULERS = {
+    "euler": (diffusers.EulerDiscreteScheduler, SDXL_SCHEDULER_CONFIG, STEPS),
+    "dpm_trailing_clipped": (
+        diffusers.DPMSolverMultistepScheduler,
+        {**SDXL_SCHEDULER_CONFIG, "_class_name": "DPMSolverMultistepScheduler", "timestep_spacing": "trailing",
+         "lambda_min_clipped": -1.8},
+        7,
+    ),
+}  # fmt: skip
+
+
+def _diffusers_latents(ref: dict, cond: dict, scheduler: str = "euler") -> np.ndarray:
+    scheduler_class, scheduler_config, steps = _PIPELINE_SCHEDULERS[scheduler]
     pipe = diffusers.StableDiffusionXLControlNetPipeline(
         vae=ref["vae"],
         text_encoder=ref["text_encoder"],
@@ -86,7 +101,7 @@ def _diffusers_latents(ref: dict, cond: dict) -> np.ndarray:
         tokenizer_2=ref["tokenizer_2"],
         unet=ref["unet"],
         controlnet=[ref["scnet"], ref["oben"]],
-        scheduler=diffusers.EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
+        scheduler=scheduler_class.from_config(scheduler_config),
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
@@ -98,7 +113,7 @@ def _diffusers_latents(ref: dict, cond: dict) -> np.ndarray:
             image=[nchw(cond["scnet"]), nchw(cond["oben"])],
             height=SIZE,
             width=SIZE,
-            num_inference_steps=STEPS,
+            num_inference_steps=steps,
             guidance_scale=GUIDANCE,
             controlnet_conditioning_scale=[SCNET_SCALE, OBEN_SCALE],
             latents=nchw(cond["noise"]),
@@ -107,15 +122,24 @@ def _diffusers_latents(ref: dict, cond: dict) -> np.ndarray:
     return nhwc(out)
 
 
-def test_whole_loop_matches_diffusers_controlnet_pipeline(tiny):
+@pytest.mark.parametrize("scheduler", sorted(_PIPELINE_SCHEDULERS))
+def test_whole_loop_matches_diffusers_controlnet_pipeline(tiny, scheduler):
     ref, ours, tok, cond = tiny
-    settings = SamplerSettings(num_steps=STEPS, scheduler=SchedulerConfig.sdxl("euler"), oa_mode="none")
-    sampler = Sampler(ours, settings, mesh=make_mesh({"data": 1}, jax.devices()[:1]))
+    scheduler_class, scheduler_config, steps = _PIPELINE_SCHEDULERS[scheduler]
+    config = SchedulerConfig.from_diffusers(scheduler_config)
+    settings = SamplerSettings(num_steps=steps, scheduler=config, oa_mode="none")
+    seen = []
+    sampler = Sampler(ours, settings, mesh=make_mesh({"data": 1}, jax.devices()[:1]), on_step=seen.append)
     latents, images = sampler(_inputs(tok, cond, NEGATIVE))
-    expected = _diffusers_latents(ref, cond)
+    jax.effects_barrier()
+    expected = _diffusers_latents(ref, cond, scheduler)
     err = rel_err(latents, expected)
-    print(f"sampler vs diffusers: latents rel err {err:.2e}")
+    print(f"sampler ({scheduler}, {sampler.schedule.num_steps} of {steps} steps) vs diffusers: rel err {err:.2e}")
     assert err <= TOL
+    reference = scheduler_class.from_config(scheduler_config)
+    reference.set_timesteps(steps)
+    assert sampler.num_steps == len(reference.timesteps) < steps + (scheduler == "euler")
+    assert seen == list(range(sampler.num_steps))  # the progress callback: once per step run
     vae = ref["vae"]
     with torch.no_grad():
         decoded = vae.decode(nchw(expected) / vae.config.scaling_factor).sample
@@ -123,6 +147,103 @@ def test_whole_loop_matches_diffusers_controlnet_pipeline(tiny):
     img_err = rel_err(images, expected_images)
     print(f"sampler vs diffusers: images rel err {img_err:.2e}")
     assert images.shape == (1, SIZE, SIZE, 3) and img_err <= TOL
+
+
+def test_short_schedule_sets_the_loop_and_the_oa_cfg_steps(monkeypatch):
+    """A schedule shorter than asked (DPM-Solver++, trailing, clipping lambda_min_clipped: 28 of 31): `generate`
+    runs its 28 steps with OA-CFG on the first ceil(0.5 * 28) = 14, against diffusers' scheduler stepping the
+    same stand-in guided model (eps linear in the sample, one coefficient pair per CFG branch)."""
+    from personacraft_jax.sampling import sampler as sampler_lib
+
+    config = {**SDXL_SCHEDULER_CONFIG, "timestep_spacing": "trailing", "lambda_min_clipped": -2.0}
+    asked, fraction, w, w_occ = 31, 0.5, 3.0, 2.0
+    slope, offset = np.array([0.05, 0.1, 0.08]), np.array([0.3, -0.2, 0.6])  # uncond, cond, cond without control
+
+    def branch_eps(sample, t, k):
+        return slope[k] * sample + offset[k] * np.cos(t / 300.0)
+
+    def model_output(m, prep, scales, sample, t):
+        k = jnp.repeat(jnp.arange(3), sample.shape[0] // 3)[:, None, None, None]
+        return jnp.asarray(slope, jnp.float32)[k] * sample + jnp.asarray(offset, jnp.float32)[k] * jnp.cos(t / 300.0)
+
+    class Decoder:
+        latents_from_model = staticmethod(lambda z: z)
+        decode = staticmethod(lambda z: z[..., :3])
+
+    monkeypatch.setattr(sampler_lib, "prepare", lambda m, x, mode: None)
+    monkeypatch.setattr(sampler_lib, "model_output", model_output)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((1, 4, 4, 4)).astype(np.float32)
+    mask = (rng.uniform(size=(1, 4, 4, 1)) > 0.5).astype(np.float32)
+    ids = np.zeros((1, 77), np.int32)
+    x = SamplerInputs(noise=noise, prompt_ids=ids, prompt_ids_2=ids, time_ids=np.zeros((1, 6), np.float32),
+                      scales=Scales.create(guidance=w, occlusion=w_occ), occlusion_mask=mask)  # fmt: skip
+    settings = SamplerSettings(num_steps=asked, scheduler=SchedulerConfig.from_diffusers(config, kind="dpmsolver++"),
+                               oa_mode="control", oa_fraction=fraction)  # fmt: skip
+    schedule = S.make_schedule(settings.scheduler, asked)
+    seen = []
+    latents, _ = sampler_lib.generate({"vae": Decoder()}, settings, schedule, x, on_step=seen.append)
+    jax.effects_barrier()
+
+    reference = diffusers.DPMSolverMultistepScheduler.from_config(config)
+    reference.set_timesteps(asked)
+    assert len(reference.timesteps) == schedule.num_steps < asked
+    expected = torch.from_numpy(noise.astype(np.float64)) * reference.init_noise_sigma
+    active_steps = math.ceil(fraction * len(reference.timesteps))
+    for i, t in enumerate(reference.timesteps):
+        sample, tf = expected.numpy(), float(t)
+        eps_u, eps_c, eps_n = (branch_eps(sample, tf, k) for k in range(3))
+        eps = eps_u + w * (eps_c - eps_u) + (i < active_steps) * w_occ * mask * (eps_c - eps_n)
+        expected = reference.step(torch.from_numpy(eps), t, expected, return_dict=False)[0]
+    err = rel_err(latents, expected.numpy())
+    print(f"{schedule.num_steps} of {asked} steps, OA-CFG on {active_steps}: rel err {err:.2e}")
+    assert err <= 1e-5
+    assert seen == list(range(schedule.num_steps))
+
+
+@pytest.mark.parametrize("preset", ["tiny", "sdxl"])
+def test_size_multiple_is_derived_from_the_models(preset):
+    """VAE factor x 2 ** (UNet downsamplers), against diffusers' own counts (vae_scale_factor, num_upsamplers)."""
+    import types
+
+    from personacraft_jax.models import unet as unet_lib
+    from personacraft_jax.models import vae as vae_lib
+    from personacraft_jax.models.unet import UNetConfig
+    from personacraft_jax.models.vae import AutoencoderKLConfig
+
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel(**unet_lib.preset(preset))
+        vae = diffusers.AutoencoderKL(**vae_lib.preset(preset))
+    ours = SamplerModels(
+        text_encoder=None, text_encoder_2=None,
+        unet=types.SimpleNamespace(config=UNetConfig.from_diffusers(dict(unet.config))),
+        vae=types.SimpleNamespace(config=AutoencoderKLConfig.from_dict(dict(vae.config))),
+    )  # fmt: skip
+    vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)  # as diffusers' SDXL pipelines compute it
+    assert ours.latent_factor == vae_scale_factor
+    assert ours.size_multiple == vae_scale_factor * 2**unet.num_upsamplers
+
+
+def test_scene_sizes_are_refused_before_rendering(tmp_path, standin_model_root, monkeypatch):
+    """Sizes the models cannot take, or whose conditioning cannot fit in memory, fail up front with the field."""
+    from configs import sample_tiny
+    from data_prep import render
+    from personacraft_jax.sampling.sample_job import prepare_job
+    from personacraft_jax.sampling.scene_file import SceneFileError
+
+    person = {"name": "a", "betas": [0.0] * 10, "transl": [0.0, -0.5, 3.0], "face": None}
+    cfg = sample_tiny.get_config()
+    cfg.cache_dir, cfg.smplx_model_root = str(tmp_path / "cache"), str(standin_model_root)
+    cases = {
+        (100_000, 100_000): r"width, height: 100000 x 100000 is too large: .* GiB, more than the host's",
+        (72, 64): r"width: 72 is not a multiple of 16 \(the models' size multiple",  # 8 x the tiny UNet's one
+    }
+    monkeypatch.setattr(render.SceneRenderer, "__init__", lambda *a, **k: pytest.fail("rendering started"))
+    for (width, height), message in cases.items():
+        path = tmp_path / f"scene_{width}.json"
+        path.write_text(json.dumps({"prompt": "p", "width": width, "height": height, "people": [person]}))
+        with pytest.raises(SceneFileError, match=message):
+            prepare_job(cfg, path)
 
 
 def test_oa_cfg_step_zero_mask_is_cfg_and_mask_acts_only_inside(tiny):

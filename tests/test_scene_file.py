@@ -1,8 +1,10 @@
+# ruff: noqa: F811  (the fixtures imported from tests.fixtures_* are used as arguments)
 """Scene files: the documented format (JSON / YAML, fit files, inline people, shape control) and errors that
 name the field."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +12,16 @@ import pytest
 import yaml
 
 from data_prep.fits import PersonFit, SceneFit, save_scene_fit
-from personacraft_jax.sampling.scene_file import SceneFileError, load_scene_file, parse_scene, standing_pose
+from personacraft_jax.sampling.scene_file import (
+    FaceInput,
+    SceneFileError,
+    load_scene_file,
+    parse_scene,
+    standing_pose,
+)
+from personacraft_jax.sampling.scene_inputs import check_scene_size, conditioning_bytes_per_pixel
+from tests.fixtures_body import standin_model_root  # noqa: F401 (fixture)
+from tests.fixtures_faces import face_model_root  # noqa: F401 (fixture)
 
 
 @pytest.fixture()
@@ -123,3 +134,59 @@ def test_file_level_errors(tmp_path):
     (tmp_path / "scene.txt").write_text("{}")
     with pytest.raises(SceneFileError, match="unknown extension"):
         load_scene_file(tmp_path / "scene.txt")
+
+
+def test_scene_size_is_checked_against_the_models_multiple_and_the_host_memory(files):
+    root, _, _ = files
+    spec = parse_scene(_scene(width=272, height=192), root)  # structure only: no multiple
+    check_scene_size(spec, 16, memory_bytes=2**30)
+    with pytest.raises(SceneFileError, match=r"width: 272 is not a multiple of 32 \(the models' size multiple"):
+        check_scene_size(spec, 32, memory_bytes=2**30)
+    huge = dataclasses.replace(spec, width=100_000, height=100_000)
+    with pytest.raises(SceneFileError, match=r"width, height: 100000 x 100000 is too large: .* 58 bytes per pixel, "
+                       r"540\.2 GiB, more than the host's 64\.0 GiB of memory"):  # fmt: skip
+        check_scene_size(huge, 32, memory_bytes=64 * 2**30)
+
+
+def test_conditioning_bytes_bound_the_rendered_arrays(standin_model_root):
+    """The per-pixel bound of `check_scene_size` is below what `render_conditioning` really holds."""
+    from data_prep.body_model import BodyModel
+    from data_prep.render import SceneRenderer
+    from personacraft_jax.sampling.scene_inputs import render_conditioning
+
+    spec = parse_scene(_scene(width=64, height=48, people=[
+        {"name": "a", "betas": [0.0] * 10, "transl": [-0.2, -0.5, 3.0], "face": None},
+        {"name": "b", "betas": [0.0] * 10, "transl": [0.2, -0.5, 3.5], "face": None},
+        {"name": "c", "betas": [0.0] * 10, "transl": [0.0, -0.5, 4.0], "face": None},
+    ]))  # fmt: skip
+    with SceneRenderer(spec.width, spec.height) as renderer:
+        cond = render_conditioning(spec, BodyModel(standin_model_root), renderer, latent_factor=8)
+    full_resolution = [cond.scnet, cond.oben, cond.face_images, *(m for m in cond.maps.values() if m.size >= 64 * 48)]
+    held = sum(a.nbytes for a in full_resolution)
+    assert held >= conditioning_bytes_per_pixel(3) * 64 * 48
+
+
+def test_face_image_that_is_not_an_image_names_the_field(files):
+    root, _, _ = files
+    (root / "notes.jpg").write_text("not a photo")
+    scene = _scene()
+    scene["people"][1]["face"] = {"image": "notes.jpg"}
+    with pytest.raises(SceneFileError, match=r"people\[1\]\.face\.image: '.*notes\.jpg' is not an image PIL can read"):
+        parse_scene(scene, root)
+
+
+def test_face_photo_that_cannot_be_read_when_embedded_names_the_field(files, face_model_root):
+    """The photo is checked when the scene is read; one that is not an image by the time it is embedded (replaced
+    on disk, or a format PIL's header check passes) still gets an error naming the field, not PIL's."""
+    from configs import sample_tiny
+    from personacraft_jax.sampling.sample_job import face_embeddings
+
+    root, _, _ = files
+    (root / "notes.jpg").write_text("not a photo")
+    spec = parse_scene(_scene(), root)
+    spec = dataclasses.replace(spec, people=(spec.people[0], dataclasses.replace(
+        spec.people[1], face=FaceInput(image=root / "notes.jpg"))))  # fmt: skip
+    cfg = sample_tiny.get_config()
+    cfg.face_model_root = str(face_model_root)
+    with pytest.raises(ValueError, match=r"people\[1\]\.face\.image: cannot read the reference photo .*notes\.jpg"):
+        face_embeddings(spec, cfg, 512)

@@ -98,6 +98,7 @@ _TRAJECTORIES = [
     ("dpmsolver++", 6, {"solver_order": 1, "timestep_spacing": "trailing"}, 0.0),
     ("dpmsolver++", 20, {"final_sigmas_type": "sigma_min", "solver_type": "heun"}, 0.0),  # 2nd order at the end
     ("dpmsolver++", 16, {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min"}, 0.0),  # final h = 0
+    ("dpmsolver++", 31, {"timestep_spacing": "trailing", "lambda_min_clipped": -2.0}, 0.0),  # 28 steps for 31
 ]
 
 

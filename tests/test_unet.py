@@ -125,12 +125,18 @@ def test_strict_import_names_the_key(pair):
         ("attention_type", "gated"),
         ("dual_cross_attention", True),
         ("only_cross_attention", [True, False]),
-        ("upcast_attention", True),
-        ("cross_attention_norm", "group_norm"),
         ("num_attention_heads", [1, 2]),
         ("addition_embed_type", "text_image"),
         ("mid_block_type", "UNetMidBlock2DSimpleCrossAttn"),
         ("down_block_types", ["AttnDownBlock2D", "CrossAttnDownBlock2D"]),
+        # The blocks that read resnet_out_scale_factor / resnet_skip_time_act / cross_attention_norm are refused.
+        ("down_block_types", ["ResnetDownsampleBlock2D", "CrossAttnDownBlock2D"]),
+        ("up_block_types", ["SimpleCrossAttnUpBlock2D", "UpBlock2D"]),
+        ("act_fn", "tanh"),
+        ("act_fn", None),
+        ("dropout", 1.5),
+        ("cross_attention_norm", "batch_norm"),
+        ("upcast_attention", "yes"),
         ("not_a_diffusers_key", 1),
     ],
 )
@@ -139,6 +145,42 @@ def test_config_validation_names_the_key(key, value):
     UNetConfig.from_diffusers(cfg)  # '_' keys are ignored
     with pytest.raises(ValueError, match=key):
         UNetConfig.from_diffusers({**cfg, key: value})
+
+
+# diffusers options this UNet must follow: read nowhere in its block types (`ignored`: the same weights give the
+# same outputs in diffusers with and without them) or changing the activations.
+_IGNORED_OPTIONS = {
+    "resnet_out_scale_factor": {"resnet_out_scale_factor": 2.0},
+    "no_op_options": {
+        "upcast_attention": True,
+        "mid_block_only_cross_attention": True,
+        "dropout": 0.1,
+        "cross_attention_norm": "layer_norm",
+        "resnet_skip_time_act": True,
+    },
+}
+_ACTIVATION_OPTIONS = {"mish": {"act_fn": "mish"}, "relu": {"act_fn": "ReLU"}}
+
+
+@pytest.mark.parametrize("name", sorted({**_IGNORED_OPTIONS, **_ACTIVATION_OPTIONS}))
+def test_diffusers_options_match_diffusers(name, tmp_path):
+    options = {**_IGNORED_OPTIONS, **_ACTIVATION_OPTIONS}[name]
+    torch.manual_seed(0)
+    ref = randomize_torch(diffusers.UNet2DConditionModel(**{**unet_lib.preset("tiny"), **options}), seed=1)
+    ref.save_pretrained(tmp_path)
+    model = load_pretrained(UNet2DConditionModel, tmp_path)
+    x = inputs(model.config, seed=2, size=16)
+    expected = torch_unet(ref, x)
+    err = rel_err(_unet(model, jnp_tree(x)), expected)
+    print(f"unet with {options}: rel err {err:.2e}")
+    assert err <= TOL
+    plain = diffusers.UNet2DConditionModel(**unet_lib.preset("tiny")).eval()
+    plain.load_state_dict(ref.state_dict())  # strict: the options change no weight
+    if name in _IGNORED_OPTIONS:
+        np.testing.assert_array_equal(torch_unet(plain, x), expected)  # ... and, in diffusers, no output
+    else:
+        assert rel_err(torch_unet(plain, x), expected) > 1e-2
+    assert UNetConfig.from_diffusers(model.config.to_diffusers()) == model.config
 
 
 def test_pretrained_config_builds_the_same_diffusers_model():

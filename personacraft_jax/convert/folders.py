@@ -1,4 +1,5 @@
-"""diffusers / transformers model folders: `config.json` + safetensors weights (single file or sharded).
+"""diffusers / transformers model folders: `config.json` + safetensors weights (single file or sharded), also
+diffusers' variant files (`diffusion_pytorch_model.fp16.safetensors`, what `variant="fp16"` downloads give).
 
 Pickle-based weights (`.bin`, `.pt`, `.pth`) are refused unless the caller opts into
 `torch.load(weights_only=True)`, which only rebuilds tensors and never runs pickled code.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -42,26 +44,74 @@ def _torch_load_safely(path: pathlib.Path) -> dict[str, np.ndarray]:
     return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in state.items()}
 
 
-def read_weights(folder: str | os.PathLike, *, allow_torch_load: bool = False) -> tuple[dict[str, np.ndarray], str]:
+def variant_name(name: str, variant: str | None) -> str:
+    """diffusers' `_add_variant`: the variant goes before the last suffix ('x.safetensors' -> 'x.fp16.safetensors',
+    'x.safetensors.index.json' -> 'x.safetensors.index.fp16.json')."""
+    if variant is None:
+        return name
+    stem, _, suffix = name.rpartition(".")
+    return f"{stem}.{variant}.{suffix}"
+
+
+def weight_file_names(variant: str | None = None) -> list[str]:
+    """The file names `read_weights` looks for, in the order it (as diffusers) tries them, per weights name:
+    the shard index (and, with a variant, diffusers' legacy `name.<variant>.safetensors.index.json`), then the
+    single file. Sharded variant files are named by the index (diffusers: `name.<variant>-00001-of-0000N.safetensors`)."""
+    names = []
+    for name in WEIGHT_NAMES:
+        names.append(variant_name(f"{name}.safetensors.index.json", variant))
+        if variant is not None:
+            names.append(f"{name}.{variant}.safetensors.index.json")
+        names.append(variant_name(f"{name}.safetensors", variant))
+    return names
+
+
+def _variants_present(files: list[str]) -> list[str | None]:
+    """The variants (None = plain) of the weight files among `files`, e.g. [None, 'fp16']."""
+    names = "|".join(WEIGHT_NAMES)
+    patterns = (
+        re.compile(rf"^(?:{names})(?:\.([^.-]+))?(?:-\d+-of-\d+)?\.safetensors$"),  # single file or shard
+        re.compile(rf"^(?:{names})\.safetensors\.index(?:\.([^.]+))?\.json$"),
+    )
+    found = {m.group(1) for f in files for pattern in patterns if (m := pattern.match(f))}
+    return sorted(found, key=lambda v: (v is not None, v or ""))
+
+
+def _read_index(folder: pathlib.Path, index: pathlib.Path) -> dict[str, np.ndarray]:
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
+        raise WeightFileError(f"{index}: not a shard index (expected JSON with a 'weight_map'; {e!r})") from None
+    missing = [shard for shard in shards if not (folder / shard).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{index}: lists shard file(s) that do not exist in {folder}: {missing}")
+    tensors: dict[str, np.ndarray] = {}
+    for shard in shards:
+        tensors.update(read_safetensors(folder / shard))
+    return tensors
+
+
+def read_weights(
+    folder: str | os.PathLike, *, allow_torch_load: bool = False, variant: str | None = None
+) -> tuple[dict[str, np.ndarray], str]:
     """All tensors of the folder's weights and the file name(s) they came from.
 
-    Looks for `{diffusion_pytorch_model,model}.safetensors` or a sharded `*.safetensors.index.json`.
+    Looks for the files of `weight_file_names(variant)`: `{diffusion_pytorch_model,model}[.<variant>].safetensors`
+    or a sharded index (`*.safetensors.index[.<variant>].json`), as diffusers / transformers name them for
+    `from_pretrained(..., variant=...)`. A variant folder (e.g. only `*.fp16.safetensors`) needs `variant`.
     """
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a directory (expected a diffusers / transformers model folder)")
-    for name in WEIGHT_NAMES:
-        single = folder / f"{name}.safetensors"
-        if single.is_file():
-            return read_safetensors(single), str(single)
-        index = folder / f"{name}.safetensors.index.json"
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            tensors: dict[str, np.ndarray] = {}
-            for shard in shards:
-                tensors.update(read_safetensors(folder / shard))
-            return tensors, str(index)
+    for file in weight_file_names(variant):
+        path = folder / file
+        if path.is_file():
+            if file.endswith(".json"):
+                return _read_index(folder, path), str(path)
+            return read_safetensors(path), str(path)
     pickled = sorted(p for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if variant is not None:
+        pickled = [p for p in pickled if p.stem.endswith(f".{variant}")]
     if pickled and allow_torch_load:
         return _torch_load_safely(pickled[0]), str(pickled[0])
     if pickled:
@@ -69,8 +119,12 @@ def read_weights(folder: str | os.PathLike, *, allow_torch_load: bool = False) -
             f"{folder}: only pickle-based weights found ({pickled[0].name}); refusing to unpickle. Convert them to "
             "safetensors, or pass allow_torch_load=True to read them with torch.load(weights_only=True)."
         )
+    files = sorted(p.name for p in folder.iterdir())
+    others = [v for v in _variants_present(files) if v != variant]
+    hint = f"; it has weights for variant={' or '.join(map(repr, others))} (pass that variant)" if others else ""
     raise FileNotFoundError(
-        f"{folder}: no weights found (expected one of {', '.join(n + '.safetensors' for n in WEIGHT_NAMES)})"
+        f"{folder}: no weights found for variant={variant!r} (expected one of {', '.join(weight_file_names(variant))})"
+        f"{hint}; files found: {files}"
     )
 
 

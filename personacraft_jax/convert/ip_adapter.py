@@ -111,11 +111,14 @@ def load_unet_with_ip_adapter(
     unet_folder: str | os.PathLike,
     weights: IPAdapterWeights,
     precision: Precision | None = None,
+    *,
+    variant: str | None = None,
 ) -> UNet2DConditionModel:
-    """A diffusers UNet folder + the `ip_adapter` weights -> a UNet with the IP branch (Resampler query count)."""
+    """A diffusers UNet folder (its `variant` weight files) + the `ip_adapter` weights -> a UNet with the IP branch
+    (Resampler query count)."""
     precision = precision or Precision()
     config = UNet2DConditionModel.config_from_pretrained(folders.read_config(unet_folder))
-    tensors, source = folders.read_weights(unet_folder)
+    tensors, source = folders.read_weights(unet_folder, variant=variant)
     num_tokens = int(weights["image_proj"]["latents"].shape[1])
     abstract = nnx.eval_shape(
         lambda: UNet2DConditionModel(config, precision, rngs=abstract_rngs(0), ip_adapter_tokens=num_tokens)
@@ -130,11 +133,13 @@ def load_instantid(
     precision: Precision | None = None,
     *,
     dim_head: int = 64,
+    variant: str | None = None,
 ) -> tuple[UNet2DConditionModel, Resampler]:
-    """(UNet with the IP branch, Resampler) from an InstantID ip-adapter file and the SDXL UNet folder."""
+    """(UNet with the IP branch, Resampler) from an InstantID ip-adapter file and the SDXL UNet folder (`variant`:
+    its weight files' variant, see `folders.read_weights`)."""
     weights = read_ip_adapter_file(ip_adapter_file)
     resampler = load_resampler(weights["image_proj"], precision, dim_head=dim_head)
-    return load_unet_with_ip_adapter(unet_folder, weights, precision), resampler
+    return load_unet_with_ip_adapter(unet_folder, weights, precision, variant=variant), resampler
 
 
 def ip_adapter_state_dict(unet: UNet2DConditionModel, resampler: Resampler) -> IPAdapterWeights:

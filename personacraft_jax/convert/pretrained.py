@@ -53,14 +53,16 @@ def load_pretrained(
     precision: Precision | None = None,
     *,
     allow_torch_load: bool = False,
+    variant: str | None = None,
 ) -> M:
-    """Builds `cls` from `folder`'s config.json and fills it strictly from its weights.
+    """Builds `cls` from `folder`'s config.json and fills it strictly from its weights (`variant`: diffusers'
+    variant files, e.g. "fp16" for `diffusion_pytorch_model.fp16.safetensors`; see `folders.read_weights`).
 
     The model is first built abstractly (`nnx.eval_shape`), so no random initialisation is spent.
     """
     precision = precision or Precision()
     config = cls.config_from_pretrained(folders.read_config(folder))
-    tensors, source = folders.read_weights(folder, allow_torch_load=allow_torch_load)
+    tensors, source = folders.read_weights(folder, allow_torch_load=allow_torch_load, variant=variant)
     tensors = {cls.rename_source_key(k): v for k, v in tensors.items()}
     abstract = nnx.eval_shape(lambda: cls(config, precision, rngs=abstract_rngs()))
     return sd.load_state_dict(abstract, tensors, source=source, ignore=cls.ignore_source_key)

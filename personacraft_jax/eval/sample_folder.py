@@ -100,13 +100,12 @@ def reference_embeddings(
     stored = _optional_array(folder, "face_embeddings.npy", "face_embeddings", (num, face_identity.EMBEDDING_DIM))
     if stored is not None:
         return stored
-    from data_prep.faces import NoFaceFoundError, embed_reference_photo
+    from data_prep.faces import NoFaceFoundError, UnreadablePhotoError, embed_reference_photo
     from personacraft_jax.sampling.scene_file import SceneFileError, load_scene_file
 
     source = scene_path or folder.settings["scene"].get("source")
-    multiple = int((folder.settings.get("config") or {}).get("size_multiple", 8))
     try:
-        scene = load_scene_file(source, size_multiple=multiple)
+        scene = load_scene_file(source)  # its size was checked against the models when it was sampled
     except (SceneFileError, TypeError) as e:
         raise SampleFolderError(
             f"no face_embeddings.npy in {folder.root} and the scene file {source!r} cannot be read again ({e})"
@@ -122,7 +121,7 @@ def reference_embeddings(
         else:
             try:
                 out[i] = embed_reference_photo(person.face.image, detector, embedder)
-            except NoFaceFoundError as e:
+            except (NoFaceFoundError, UnreadablePhotoError) as e:
                 raise SampleFolderError(f"{e} ({folder.names[i]})") from None
     return out
 

@@ -32,6 +32,7 @@ from personacraft_jax.models.unet import (
     MID_BLOCK_TYPES,
     UNet2DConditionModel,
     UNetConfig,
+    check_act_fn,
     check_choice,
     diffusers_dict,
     parse_diffusers_config,
@@ -44,7 +45,6 @@ CONTROLNET_FIXED_KEYS: dict[str, tuple[Any, ...]] = {
     "encoder_hid_dim_type": (None,),
     "class_embed_type": (None,),
     "num_class_embeds": (None,),
-    "upcast_attention": (False, None),
     "resnet_time_scale_shift": ("default",),
 }
 
@@ -81,13 +81,15 @@ class ControlNetConfig(unet_lib.BlockLayout):
     conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
     global_pool_conditions: bool = False
     addition_embed_type_num_heads: int = 64
+    upcast_attention: bool | None = False  # no effect here, as in the UNet (see `unet`'s module docstring)
 
-    # Fixed by diffusers' ControlNetModel (not config keys there); read by `unet.build_down_path`.
+    # Fixed by diffusers' ControlNetModel (not a config key there); read by `unet.build_down_path`.
     conv_in_kernel: ClassVar[int] = 3
-    resnet_out_scale_factor: ClassVar[float] = 1.0
 
     def __post_init__(self):
         n = len(self.down_block_types)
+        check_act_fn(self)
+        check_choice("upcast_attention", self.upcast_attention, (False, True, None))
         for t in self.down_block_types:
             check_choice("down_block_types", t, DOWN_BLOCK_TYPES)
         check_choice("mid_block_type", self.mid_block_type, MID_BLOCK_TYPES)
@@ -136,7 +138,6 @@ class ControlNetConfig(unet_lib.BlockLayout):
         unsupported = {
             "conv_in_kernel": (u.conv_in_kernel, 3),
             "time_embedding_dim": (u.time_embedding_dim, None),
-            "resnet_out_scale_factor": (u.resnet_out_scale_factor, 1.0),
         }
         for key, (value, needed) in unsupported.items():
             if value != needed:
@@ -165,6 +166,7 @@ class ControlNetConfig(unet_lib.BlockLayout):
             controlnet_conditioning_channel_order=controlnet_conditioning_channel_order,
             conditioning_embedding_out_channels=tuple(conditioning_embedding_out_channels),
             addition_embed_type_num_heads=u.addition_embed_type_num_heads,
+            upcast_attention=u.upcast_attention,
         )
 
     @property

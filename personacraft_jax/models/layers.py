@@ -165,6 +165,8 @@ def embedding(num: int, features: int, precision: Precision, rngs: nnx.Rngs) -> 
 ACTIVATIONS = {
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "relu": jax.nn.relu,
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),

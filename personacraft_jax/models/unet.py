@@ -10,6 +10,15 @@ dict: a key this implementation does not support (e.g. `class_embed_type`) with 
 it implements raises a ValueError naming the key and the supported value; keys starting with '_' are
 ignored; unknown keys raise. Naming quirk kept from diffusers: `attention_head_dim` holds the number of
 attention HEADS per block (SDXL's [5, 10, 20]); `num_attention_heads` must be None.
+
+Keys accepted with any valid value because diffusers reads them nowhere in the block types implemented here
+(same weights, same outputs; kept in the config so that it round-trips): `resnet_out_scale_factor` and
+`resnet_skip_time_act` (only ResnetDownsampleBlock2D / SimpleCrossAttn* / ResnetUpsampleBlock2D use them),
+`cross_attention_norm` (only SimpleCrossAttn* blocks), `mid_block_only_cross_attention` (only
+UNetMidBlock2DSimpleCrossAttn), `dropout` (identity outside training; the UNet is only ever frozen here) and
+`upcast_attention` (fp32 q k^T in diffusers' classic attention processor, a no-op in fp32; its default SDPA
+processor ignores it, and the attention here computes logits and softmax in fp32 at any compute dtype).
+`act_fn` takes diffusers' activations (`get_activation`: silu / swish, mish, gelu, relu; any case).
 """
 
 from __future__ import annotations
@@ -50,20 +59,19 @@ UNET_FIXED_KEYS: dict[str, tuple[Any, ...]] = {
     "encoder_hid_dim_type": (None,),
     "time_embedding_type": ("positional",),
     "resnet_time_scale_shift": ("default",),
-    "resnet_skip_time_act": (False,),
     "attention_type": ("default",),
     "dual_cross_attention": (False,),
     "only_cross_attention": (False,),
-    "mid_block_only_cross_attention": (None, False),
-    "upcast_attention": (False, None),
-    "cross_attention_norm": (None,),
     "time_embedding_act_fn": (None,),
     "timestep_post_act": (None,),
     "time_cond_proj_dim": (None,),
     "class_embeddings_concat": (False,),
     "num_attention_heads": (None,),
-    "dropout": (0.0,),
 }
+# diffusers' `get_activation` names (it lower-cases `act_fn` first).
+DIFFUSERS_ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
+# Values diffusers documents for `cross_attention_norm` (read by no block type implemented here).
+CROSS_ATTENTION_NORMS = (None, "layer_norm", "group_norm")
 
 C = TypeVar("C")
 
@@ -148,6 +156,26 @@ def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
         raise ValueError(f"config key {key!r}={value!r} is not supported; supported values: {list(choices)}")
 
 
+def check_act_fn(config: Any) -> None:
+    """Validates `config.act_fn` against diffusers' activations and stores it lower-cased (as diffusers reads it)."""
+    value = config.act_fn
+    check_choice("act_fn", value.lower() if isinstance(value, str) else value, DIFFUSERS_ACTIVATIONS)
+    object.__setattr__(config, "act_fn", value.lower())
+
+
+def check_no_op_options(config: Any) -> None:
+    """Types / ranges of the keys diffusers ignores for these block types (module docstring)."""
+    if isinstance(config.dropout, bool) or not isinstance(config.dropout, int | float) or not 0 <= config.dropout <= 1:
+        raise ValueError(f"config key 'dropout'={config.dropout!r} is not supported; expected a number in [0, 1]")
+    check_choice("cross_attention_norm", config.cross_attention_norm, CROSS_ATTENTION_NORMS)
+    for key, choices in (
+        ("upcast_attention", (False, True, None)),
+        ("resnet_skip_time_act", (False, True)),
+        ("mid_block_only_cross_attention", (None, False, True)),
+    ):
+        check_choice(key, getattr(config, key), choices)
+
+
 @dataclasses.dataclass(frozen=True)
 class UNetConfig(BlockLayout):
     """diffusers `UNet2DConditionModel` config (field names and defaults as diffusers); see `preset`."""
@@ -177,13 +205,21 @@ class UNetConfig(BlockLayout):
     addition_time_embed_dim: int | None = None
     projection_class_embeddings_input_dim: int | None = None
     addition_embed_type_num_heads: int = 64
-    resnet_out_scale_factor: float = 1.0
     time_embedding_dim: int | None = None
     conv_in_kernel: int = 3
     conv_out_kernel: int = 3
+    # Read by no block type implemented here (module docstring); the model never uses them.
+    resnet_out_scale_factor: float = 1.0
+    resnet_skip_time_act: bool = False
+    cross_attention_norm: str | None = None
+    mid_block_only_cross_attention: bool | None = None
+    dropout: float = 0.0
+    upcast_attention: bool | None = False
 
     def __post_init__(self):
         n = len(self.down_block_types)
+        check_act_fn(self)
+        check_no_op_options(self)
         for t in self.down_block_types:
             check_choice("down_block_types", t, DOWN_BLOCK_TYPES)
         for t in self.up_block_types:
@@ -280,7 +316,7 @@ def build_down_path(model: Any, c: Any, precision: Precision, rngs: nnx.Rngs, *,
     model.add_embedding = (
         TimestepEmbedding(c.projection_class_embeddings_input_dim, ted, precision, rngs) if text_time else None
     )
-    res = ResnetSettings(ted, c.norm_eps, c.norm_num_groups, c.act_fn, c.resnet_out_scale_factor)
+    res = ResnetSettings(ted, c.norm_eps, c.norm_num_groups, c.act_fn)
     blocks = []
     for i, kind in enumerate(c.down_block_types):
         cin, cout, last = ch[max(i - 1, 0)], ch[i], i == len(ch) - 1
@@ -339,7 +375,7 @@ class UNet2DConditionModel(SourceKeyDefaults, nnx.Module):
         ip = ip_adapter_tokens > 0
         build_down_path(self, c, p, rngs, ip_adapter=ip)
         ch, rev = c.block_out_channels, tuple(reversed(c.block_out_channels))
-        res = ResnetSettings(c.time_embed_dim, c.norm_eps, c.norm_num_groups, c.act_fn, c.resnet_out_scale_factor)
+        res = ResnetSettings(c.time_embed_dim, c.norm_eps, c.norm_num_groups, c.act_fn)
         heads, layers_, cross = (tuple(reversed(x)) for x in (c.heads, c.layers, c.cross_attention_dims))
         blocks = []
         for i, kind in enumerate(c.up_block_types):

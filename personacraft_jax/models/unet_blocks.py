@@ -32,7 +32,11 @@ Skips = tuple[jax.Array, ...]
 
 @dataclasses.dataclass(frozen=True)
 class ResnetSettings:
-    """What every ResnetBlock2D of one model shares (diffusers: norm_eps, norm_num_groups, act_fn, ...)."""
+    """What every ResnetBlock2D of one model shares (diffusers: norm_eps, norm_num_groups, act_fn, ...).
+
+    `output_scale_factor` divides the block output: the mid block's `mid_block_scale_factor`; 1 in the down and
+    up blocks (diffusers' DownBlock2D / CrossAttn*Block2D / UpBlock2D never read `resnet_out_scale_factor`).
+    """
 
     temb_channels: int
     eps: float = 1e-5

@@ -2,7 +2,9 @@
 
 Folders (all optional except for real runs; nothing is downloaded):
 - `sdxl_folder`: diffusers SDXL base folder (`unet/`, `vae/`, `text_encoder/`, `text_encoder_2/`, `tokenizer*/`);
-  `vae_folder` overrides its `vae/` (e.g. the fp16-fix VAE).
+  `vae_folder` overrides its `vae/` (e.g. the fp16-fix VAE). `variant` (e.g. "fp16") reads `sdxl_folder`'s
+  variant weight files (`unet/diffusion_pytorch_model.fp16.safetensors`, `text_encoder/model.fp16.safetensors`,
+  ..., what a diffusers `variant="fp16"` download holds); the other folders are read without a variant.
 - `scnet_folder`, `oben_folder`: exported diffusers ControlNet folders (None = not used).
 - `identitynet_folder` (InstantID's ControlNetModel folder) and `ip_adapter_file` (`ip-adapter.bin` or
   `.safetensors`): the identity branch; both or neither.
@@ -80,16 +82,23 @@ def random_params(model: nnx.Module, seed: int, std: float) -> nnx.Module:
     return nnx.merge(graphdef, nnx.from_flat_state(filled), rest)
 
 
+def _load_vae(cfg: Any, root: str, p: Precision) -> AutoencoderKL:
+    """`vae_folder` (no variant) or `sdxl_folder`/vae (`variant`), in fp32 (as diffusers' `force_upcast`)."""
+    fp32 = Precision(jnp.float32, jnp.float32, p.attention)
+    if cfg.get("vae_folder"):
+        return load_pretrained(AutoencoderKL, _dir(cfg.vae_folder, "vae_folder"), fp32)
+    return load_pretrained(AutoencoderKL, os.path.join(root, "vae"), fp32, variant=cfg.get("variant"))
+
+
 def _with_given_unet(cfg: Any, given: dict[str, nnx.Module]) -> SamplerModels:
     p = Precision.from_config(cfg)
-    root = _dir(cfg.sdxl_folder, "sdxl_folder")
-    vae_folder = _dir(cfg.vae_folder, "vae_folder") if cfg.get("vae_folder") else os.path.join(root, "vae")
+    root, v = _dir(cfg.sdxl_folder, "sdxl_folder"), cfg.get("variant")
     cnet = lambda field: load_pretrained(ControlNetModel, _dir(cfg[field], field), p) if cfg.get(field) else None
     return SamplerModels(
-        text_encoder=load_pretrained(CLIPTextModel, os.path.join(root, "text_encoder"), p),
-        text_encoder_2=load_pretrained(CLIPTextModelWithProjection, os.path.join(root, "text_encoder_2"), p),
+        text_encoder=load_pretrained(CLIPTextModel, os.path.join(root, "text_encoder"), p, variant=v),
+        text_encoder_2=load_pretrained(CLIPTextModelWithProjection, os.path.join(root, "text_encoder_2"), p, variant=v),
         unet=given["unet"],
-        vae=load_pretrained(AutoencoderKL, vae_folder, Precision(jnp.float32, jnp.float32, p.attention)),
+        vae=_load_vae(cfg, root, p),
         scnet=given.get("scnet") or cnet("scnet_folder"),
         oben=given.get("oben") or cnet("oben_folder"),
     )
@@ -143,23 +152,22 @@ def load_models(cfg: Any, **given: nnx.Module) -> SamplerModels:
             std=cfg.get("random_std", 0.05),
         )
     p = Precision.from_config(cfg)
-    root = _dir(cfg.sdxl_folder, "sdxl_folder")
+    root, v = _dir(cfg.sdxl_folder, "sdxl_folder"), cfg.get("variant")
     identity = bool(cfg.get("identitynet_folder")) or bool(cfg.get("ip_adapter_file"))
     if identity and not (cfg.get("identitynet_folder") and cfg.get("ip_adapter_file")):
         raise ValueError("config model.identitynet_folder and model.ip_adapter_file go together (both or neither)")
     unet_folder = os.path.join(root, "unet")
     resampler = None
     if identity:
-        unet, resampler = load_instantid(os.path.expanduser(cfg.ip_adapter_file), unet_folder, p)
+        unet, resampler = load_instantid(os.path.expanduser(cfg.ip_adapter_file), unet_folder, p, variant=v)
     else:
-        unet = load_pretrained(UNet2DConditionModel, unet_folder, p)
-    vae_folder = _dir(cfg.vae_folder, "vae_folder") if cfg.get("vae_folder") else os.path.join(root, "vae")
+        unet = load_pretrained(UNet2DConditionModel, unet_folder, p, variant=v)
     cnet = lambda field: load_pretrained(ControlNetModel, _dir(cfg[field], field), p) if cfg.get(field) else None
     return SamplerModels(
-        text_encoder=load_pretrained(CLIPTextModel, os.path.join(root, "text_encoder"), p),
-        text_encoder_2=load_pretrained(CLIPTextModelWithProjection, os.path.join(root, "text_encoder_2"), p),
+        text_encoder=load_pretrained(CLIPTextModel, os.path.join(root, "text_encoder"), p, variant=v),
+        text_encoder_2=load_pretrained(CLIPTextModelWithProjection, os.path.join(root, "text_encoder_2"), p, variant=v),
         unet=unet,
-        vae=load_pretrained(AutoencoderKL, vae_folder, Precision(jnp.float32, jnp.float32, p.attention)),
+        vae=_load_vae(cfg, root, p),
         scnet=cnet("scnet_folder"),
         oben=cnet("oben_folder"),
         identitynet=cnet("identitynet_folder"),

@@ -1,6 +1,7 @@
 """Running a sampling job from a sample config and a scene file (the work behind `launch.sample`).
 
-`run_sample(cfg, scene_path, out)`: read and validate the scene (`scene_file` documents the format), pose the
+`run_sample(cfg, scene_path, out)`: read and validate the scene (`scene_file` documents the format), load the
+models and check the scene's size against them and the host's memory (`scene_inputs.check_scene_size`), pose the
 people (SMPL-X; the stand-in model when `smplx_model_root` is None), render the conditioning maps with
 data_prep's renderer, embed the reference faces, tokenize, compile and run the sampler, then write to `out`:
 - `image_seed<S>.png`, one per seed;
@@ -81,7 +82,7 @@ def face_embeddings(scene: Any, cfg: ml_collections.ConfigDict, dim: int) -> np.
             embedder = faces.FaceEmbedder(_expand(cfg.face_model_root), cfg.face_model_name)
         try:
             out[i] = faces.embed_reference_photo(person.face.image, detector, embedder)
-        except faces.NoFaceFoundError as e:
+        except (faces.NoFaceFoundError, faces.UnreadablePhotoError) as e:
             raise ValueError(f"people[{i}].face.image: {e}") from None
     return out
 
@@ -115,6 +116,11 @@ def write_conditioning(folder: pathlib.Path, scene: Any, cond: Any) -> list[str]
     return sorted(images)
 
 
+def host_memory_bytes() -> int:
+    """The host's physical memory (the bound `scene_inputs.check_scene_size` applies)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def _mesh_for(batch: int) -> Any:
     import jax
 
@@ -141,27 +147,31 @@ def prepare_job(
     on_step: Callable[[int], None] | None = None,
     **given: Any,
 ) -> PreparedJob:
-    """Reads the scene, renders its conditioning, loads the models (`given` ones are used as they are, see
-    `models.load_models`) and builds the sampler inputs. `on_step`: see `sampler.Sampler`."""
+    """Reads the scene, loads the models (`given` ones are used as they are, see `models.load_models`), checks
+    the scene's size, renders its conditioning and builds the sampler inputs. `on_step`: see `sampler.Sampler`."""
     from data_prep.render import SceneRenderer
     from personacraft_jax.sampling import schedulers as S
     from personacraft_jax.sampling.models import load_models
     from personacraft_jax.sampling.sampler import Sampler, SamplerSettings
-    from personacraft_jax.sampling.scene_file import load_scene_file
-    from personacraft_jax.sampling.scene_inputs import build_inputs, render_conditioning
+    from personacraft_jax.sampling.scene_file import SceneFileError, load_scene_file
+    from personacraft_jax.sampling.scene_inputs import build_inputs, check_scene_size, render_conditioning
 
-    scene = load_scene_file(scene_path, size_multiple=cfg.size_multiple)
+    scene = load_scene_file(scene_path)
     _log(f"scene {scene.source}: {len(scene.people)} people, {scene.width}x{scene.height}, {scene.steps} steps, "
          f"seeds {list(scene.seeds)}")  # fmt: skip
+    models = load_models(cfg.model, **given)
+    try:
+        check_scene_size(scene, models.size_multiple, host_memory_bytes())
+    except SceneFileError as e:
+        raise SceneFileError(f"{scene.source}: {e}") from None
     with SceneRenderer(
         scene.width, scene.height, platform=cfg.render_platform, min_eye_distance_px=cfg.min_eye_distance_px
     ) as renderer:
         cond = render_conditioning(
             scene, _body_model(cfg), renderer, edge_radius=cfg.edge_radius, occlusion_radius=cfg.occlusion_radius,
-            region_radius=cfg.region_radius, latent_factor=cfg.latent_factor,
+            region_radius=cfg.region_radius, latent_factor=models.latent_factor,
         )  # fmt: skip
     _log(f"rendered the conditioning; faces visible: {cond.face_visible.tolist()}")
-    models = load_models(cfg.model, **given)
     tokenizer = _tokenizer(cfg)
     identity = models.identitynet is not None and models.resampler is not None
     embeddings = face_embeddings(scene, cfg, models.resampler.config.embedding_dim) if identity else None
@@ -170,7 +180,7 @@ def prepare_job(
     ids = tokenizer.tokenize([scene.prompt])
     negative = tokenizer.tokenize([scene.negative_prompt]) if scene.negative_prompt is not None else None
     inputs = build_inputs(
-        scene, cond, ids, negative, embeddings, latent_factor=cfg.latent_factor,
+        scene, cond, ids, negative, embeddings, latent_factor=models.latent_factor,
         use_scnet=models.scnet is not None, use_oben=models.oben is not None,
     )  # fmt: skip
     settings = SamplerSettings(
@@ -178,6 +188,8 @@ def prepare_job(
         oa_fraction=scene.oa_cfg["fraction"],
     )  # fmt: skip
     sampler = Sampler(models, settings, mesh=_mesh_for(len(scene.seeds)), on_step=on_step)
+    if sampler.num_steps != scene.steps:
+        _log(f"the scheduler's schedule has {sampler.num_steps} steps for the {scene.steps} asked (as in diffusers)")
     _log(f"loaded the models; identity {'on' if embeddings is not None else 'off'}")
     return PreparedJob(scene, cond, sampler, inputs, embeddings)
 
@@ -228,7 +240,7 @@ def run_sample(cfg: ml_collections.ConfigDict, scene_path: str | os.PathLike, ou
     _log(f"compiled the sampler ({timings['compile_s']:.1f} s); sampling {len(scene.seeds)} image(s)")
     t0 = time.perf_counter()
     if cfg.progress:
-        progress.start(scene.steps)
+        progress.start(sampler.num_steps)
     try:
         _, images = compiled(sampler.params, sampler.schedule, sampler.place(inputs))
         images = np.asarray(jax.block_until_ready(images))

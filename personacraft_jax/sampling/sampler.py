@@ -23,6 +23,10 @@ Layouts: images / maps NHWC, pixel size H x W, latent h = H / 8. `SamplerInputs`
 too, so changing a scale does not recompile); `SamplerSettings` is static (steps, scheduler, OA-CFG mode and
 fraction). `Sampler.__call__` is compiled once per input shape / structure. `Sampler(..., on_step=f)` calls
 `f(i)` on the host after step i of the compiled loop (a `jax.debug.callback`), for progress bars.
+
+Step count: `SamplerSettings.num_steps` is what the scheduler is asked for; the loop, OA-CFG's fraction and the
+progress callback run over the schedule's own length (`Schedule.num_steps`, `Sampler.num_steps`), which can be
+shorter, as in diffusers (DPM-Solver++ with a clipping `lambda_min_clipped` and trailing spacing: 28 for 31).
 """
 
 from __future__ import annotations
@@ -107,8 +111,8 @@ class SamplerInputs:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
-    """Static settings (a change recompiles): steps, scheduler, OA-CFG mode ('none'|'control'|'scale') and
-    the fraction of the first steps where it acts."""
+    """Static settings (a change recompiles): steps asked of the scheduler (see the module docstring), scheduler,
+    OA-CFG mode ('none'|'control'|'scale') and the fraction of the first steps where it acts."""
 
     num_steps: int = 30
     scheduler: S.SchedulerConfig = dataclasses.field(default_factory=S.SchedulerConfig)
@@ -134,6 +138,18 @@ class SamplerModels:
 
     def present(self) -> dict[str, nnx.Module]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+    @property
+    def latent_factor(self) -> int:
+        """Pixels per latent pixel: the VAE's downsampling factor (8 for SDXL)."""
+        return self.vae.config.downsample_factor
+
+    @property
+    def size_multiple(self) -> int:
+        """What image sides must be multiples of: `latent_factor` x 2 per UNet downsampler (one per down block but
+        the last), so every UNet level has an exact grid that the ControlNet residuals and the identity regions'
+        block means match (SDXL: 8 x 4 = 32)."""
+        return self.latent_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
 
 
 def _pool(weights: Array, size: tuple[int, int]) -> Array:
@@ -273,7 +289,7 @@ def denoise_step(
             mode=mode,
             guidance_scale=x.scales.guidance,
             occlusion_scale=x.scales.occlusion,
-            active=G.oa_cfg_active(i, settings.num_steps, settings.oa_fraction),
+            active=G.oa_cfg_active(i, schedule.num_steps, settings.oa_fraction),
         )
     latents, state = S.step(schedule, state, i, eps, latents)
     return latents, state, raw
@@ -300,7 +316,7 @@ def generate(
             jax.debug.callback(lambda step, _: on_step(int(step)), i, latents[0, 0, 0, 0])
         return latents, state
 
-    latents, _ = jax.lax.fori_loop(0, settings.num_steps, body, (latents, S.init_state(schedule, latents)))
+    latents, _ = jax.lax.fori_loop(0, schedule.num_steps, body, (latents, S.init_state(schedule, latents)))
     vae = m["vae"]
     images = vae.decode(vae.latents_from_model(latents))
     return latents, jnp.clip((images.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
@@ -348,6 +364,11 @@ class Sampler:
 
     def __call__(self, inputs: SamplerInputs) -> tuple[Array, Array]:
         return self._generate(self.params, self.schedule, self.place(inputs))
+
+    @property
+    def num_steps(self) -> int:
+        """The steps the loop runs: the schedule's length (may be fewer than `settings.num_steps`)."""
+        return self.schedule.num_steps
 
     def compile(self, inputs: SamplerInputs) -> Any:
         """Ahead-of-time compilation for these input shapes (returns the compiled executable)."""

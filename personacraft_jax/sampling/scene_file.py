@@ -5,7 +5,7 @@ Format (JSON; `.yaml` / `.yml` read with `yaml.safe_load`); relative paths are r
     {
       "prompt": "two people in a park",              # required
       "negative_prompt": null,                        # null / absent = zero negative embeddings (SDXL)
-      "width": 1024, "height": 1024,                  # pixels, multiples of the model's size multiple
+      "width": 1024, "height": 1024,                  # pixels, multiples of the models' size multiple (SDXL: 32)
       "steps": 30, "seeds": [0, 1],                   # one image per seed (the batch)
       "K": [[f, 0, cx], [0, f, cy], [0, 0, 1]],       # optional OpenCV intrinsics at width x height; default:
                                                       #   the first fit file's K rescaled, else Multi-HMR's 60 deg camera
@@ -152,6 +152,13 @@ def _number(value: Any, field: str) -> float:
     return float(value)
 
 
+def check_dimensions(width: int, height: int, multiple: int, reason: str = "the model's size multiple") -> None:
+    """Raises `SceneFileError` naming `width` / `height` when one is not a multiple of `multiple`."""
+    for key, value in (("width", width), ("height", height)):
+        if value % multiple:
+            raise _err(key, f"{value} is not a multiple of {multiple} ({reason})")
+
+
 def _unknown(data: Mapping, allowed: set[str], field: str) -> None:
     extra = sorted(set(data) - allowed)
     if extra:
@@ -168,6 +175,19 @@ def _path(base: pathlib.Path, value: Any, field: str) -> pathlib.Path:
     return path
 
 
+def _image_path(base: pathlib.Path, value: Any, field: str) -> pathlib.Path:
+    """An existing file whose header PIL recognises as an image (decoding happens when it is embedded)."""
+    from PIL import Image
+
+    path = _path(base, value, field)
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError; broken PNG chunks: SyntaxError
+        raise _err(field, f"{str(path)!r} is not an image PIL can read ({type(e).__name__}: {e})") from None
+    return path
+
+
 def _face(value: Any, base: pathlib.Path, field: str) -> FaceInput | None:
     hint = "give {'embedding': FILE.npy} or {'image': FILE}, or null for no identity"
     if value is None:
@@ -176,7 +196,7 @@ def _face(value: Any, base: pathlib.Path, field: str) -> FaceInput | None:
         raise _err(field, f"missing face input ({hint})")
     _unknown(value, {"embedding", "image"}, field)
     if "image" in value:
-        return FaceInput(image=_path(base, value["image"], f"{field}.image"))
+        return FaceInput(image=_image_path(base, value["image"], f"{field}.image"))
     path = _path(base, value["embedding"], f"{field}.embedding")
     try:
         embedding = np.load(path, allow_pickle=False)
@@ -242,9 +262,10 @@ def _shape(spec: Any, own: np.ndarray, fitted: Mapping[str, np.ndarray], field: 
 
 
 def parse_scene(
-    data: Any, base_dir: str | os.PathLike = ".", *, size_multiple: int = 8, source: str = "<dict>"
+    data: Any, base_dir: str | os.PathLike = ".", *, size_multiple: int = 1, source: str = "<dict>"
 ) -> SceneSpec:
-    """Validates a scene dict (see the module docstring); `size_multiple` constrains width and height."""
+    """Validates a scene dict (see the module docstring); `size_multiple` constrains width and height (the
+    sampling job checks them against the loaded models: `scene_inputs.check_scene_size`)."""
     base = pathlib.Path(base_dir)
     if not isinstance(data, Mapping):
         raise _err("scene", f"top level must be an object, got {type(data).__name__}")
@@ -254,12 +275,8 @@ def parse_scene(
     negative = data.get("negative_prompt")
     if negative is not None and not isinstance(negative, str):
         raise _err("negative_prompt", f"expected a string or null, got {negative!r}")
-    size = {}
-    for key in ("width", "height"):
-        value = _int(data.get(key, 1024), key, minimum=1)
-        if value % size_multiple:
-            raise _err(key, f"{value} is not a multiple of {size_multiple} (the model's size multiple)")
-        size[key] = value
+    size = {key: _int(data.get(key, 1024), key, minimum=1) for key in ("width", "height")}
+    check_dimensions(size["width"], size["height"], size_multiple)
     steps = _int(data.get("steps", 30), "steps", minimum=1)
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
@@ -320,7 +337,7 @@ def parse_scene(
     )  # fmt: skip
 
 
-def load_scene_file(path: str | os.PathLike, *, size_multiple: int = 8) -> SceneSpec:
+def load_scene_file(path: str | os.PathLike, *, size_multiple: int = 1) -> SceneSpec:
     """Reads and validates a .json / .yaml / .yml scene file."""
     path = pathlib.Path(path).expanduser()
     if not path.is_file():

@@ -6,6 +6,13 @@ latent grid. Identity per person *(our design)*: keypoint image = InstantID's dr
 SMPL-X face keypoints, / 255; region mask = the person's amodal silhouette dilated by `region_radius` pixels,
 area-downsampled to the latent grid (the sampler block-averages it further per resolution). A person gets no
 identity (face_valid 0) when it has no face input or its face is not visible (see `data_prep.render`).
+
+Sizes (`check_scene_size`, before anything is rendered): width and height must be multiples of the models'
+`SamplerModels.size_multiple`, and the full-resolution arrays `render_conditioning` builds must fit in the host's
+memory: at least `conditioning_bytes_per_pixel(P)` = 32 + 13 P bytes per pixel for P people (the renderer's maps:
+depth float16 2, normal 3, instance, occlusion and depth edges 1 each, amodal P; SCNet input float32 16, OBEN
+input float32 8; one float32 RGB keypoint image per person 12 P). That is a lower bound (the sampler inputs
+repeat some of them per seed, and the device needs more), so a scene refused by it cannot run.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from personacraft_jax.data.conditioning import (
     scnet_conditioning,
 )
 from personacraft_jax.sampling.sampler import SamplerInputs, Scales
-from personacraft_jax.sampling.scene_file import SceneSpec
+from personacraft_jax.sampling.scene_file import SceneFileError, SceneSpec, check_dimensions
+
+GIB = 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +53,25 @@ class SceneConditioning:
     maps: dict[str, np.ndarray]
 
 
+def conditioning_bytes_per_pixel(num_people: int) -> int:
+    """Bytes per image pixel that `render_conditioning`'s arrays take at least (see the module docstring)."""
+    return 32 + 13 * num_people
+
+
+def check_scene_size(scene: SceneSpec, size_multiple: int, memory_bytes: int) -> None:
+    """Refuses (`SceneFileError` naming `width` / `height`) sizes the models cannot take or whose conditioning
+    alone exceeds `memory_bytes` (the host's memory); see the module docstring."""
+    check_dimensions(scene.width, scene.height, size_multiple, "the models' size multiple: VAE x UNet downsampling")
+    pixels = scene.width * scene.height
+    needed = pixels * conditioning_bytes_per_pixel(len(scene.people))
+    if needed > memory_bytes:
+        raise SceneFileError(
+            f"width, height: {scene.width} x {scene.height} is too large: the conditioning maps of "
+            f"{len(scene.people)} people take at least {conditioning_bytes_per_pixel(len(scene.people))} bytes per "
+            f"pixel, {needed / GIB:.1f} GiB, more than the host's {memory_bytes / GIB:.1f} GiB of memory"
+        )
+
+
 def render_conditioning(
     scene: SceneSpec,
     body: Any,
@@ -52,10 +80,10 @@ def render_conditioning(
     edge_radius: int = 1,
     occlusion_radius: int = 0,
     region_radius: int = 8,
-    latent_factor: int = 8,
+    latent_factor: int,
 ) -> SceneConditioning:
     """Poses every person with `body` (`data_prep.body_model.BodyModel`) and renders with `renderer`
-    (`data_prep.render.SceneRenderer` of the scene's size)."""
+    (`data_prep.render.SceneRenderer` of the scene's size); `latent_factor`: `SamplerModels.latent_factor`."""
     meshes, joints = [], []
     for person in scene.people:
         verts, person_joints = body.posed(person.fit)
@@ -86,8 +114,8 @@ def build_inputs(
     negative_ids: tuple[np.ndarray, np.ndarray] | None,
     embeddings: np.ndarray | None,
     *,
+    latent_factor: int,
     latent_channels: int = 4,
-    latent_factor: int = 8,
     use_scnet: bool = True,
     use_oben: bool = True,
 ) -> SamplerInputs:

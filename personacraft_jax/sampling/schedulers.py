@@ -224,7 +224,10 @@ SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
 
 @struct.dataclass
 class Schedule:
-    """A precomputed schedule for `num_steps` = S steps (a pytree; `kind` etc. are static).
+    """A precomputed schedule of S = `num_steps` steps (a pytree; `kind` etc. are static).
+
+    S is the length of the timesteps diffusers' `set_timesteps(n)` makes, which can be less than n: DPM-Solver
+    with a `lambda_min_clipped` that clips and trailing spacing (e.g. 28 for 31). Loops must run S steps.
 
     timesteps: (S,) float32, the model's timestep input per step (diffusers' `scheduler.timesteps`).
     sigmas: (S+1,) float32, noise levels sqrt((1 - alpha_bar) / alpha_bar) per step plus the final one

@@ -1,6 +1,7 @@
 """Building the UNet, SCNet and OBEN for training from the `model` config section.
 
-- UNet: from `model.sdxl_folder`/unet (a diffusers SDXL folder) or, without a folder, a randomly
+- UNet: from `model.sdxl_folder`/unet (a diffusers SDXL folder; `model.variant`, e.g. "fp16", reads its
+  `diffusion_pytorch_model.fp16.safetensors`-style variant files) or, without a folder, a randomly
   initialised `model.unet_preset` (the tiny demo / tests); frozen, or trained when `train.trainable` has
   'unet' (base training or fine-tuning).
 - SCNet / OBEN: from an exported diffusers ControlNet folder (`model.scnet_folder` / `model.oben_folder`)
@@ -56,7 +57,7 @@ def build_unet(model_cfg: Any, seed: int, abstract: bool = False, trainable: boo
     precision = _precision(model_cfg, trainable)
     if model_cfg.sdxl_folder:
         folder = _require_dir(os.path.join(model_cfg.sdxl_folder, "unet"), "model.sdxl_folder (its unet/)")
-        return load_pretrained(UNet2DConditionModel, folder, precision)
+        return load_pretrained(UNet2DConditionModel, folder, precision, variant=model_cfg.get("variant"))
     config = UNetConfig.from_diffusers(unet_lib.preset(model_cfg.unet_preset))
     return UNet2DConditionModel(config, precision, rngs=_rngs(seed, abstract))
 

@@ -403,6 +403,7 @@ def _validation_sampler(config: Any, modules: Mapping[str, Any]) -> Any:
 
     sample_cfg = ml_collections.ConfigDict(config.log.sample.to_dict())
     sample_cfg.model.sdxl_folder = config.model.sdxl_folder
+    sample_cfg.model.variant = config.model.get("variant")
     given = {name: module for name, module in modules.items() if name in ("unet", "scnet", "oben")}
     return ValidationSampler(sample_cfg, os.path.expanduser(config.log.sample_scene), **given)
 
