@@ -83,15 +83,17 @@ def _caption(rng: np.random.Generator, people: Sequence[PersonFit], rots: Sequen
     return f"a full-body photo of {count} {activity}{gesture} {place}"
 
 
-def synthetic_scene(
+def posed_synthetic_scene(
     rng: np.random.Generator,
     body: BodyModel,
     width: int,
     height: int,
     min_people: int = 1,
     max_people: int = 4,
-) -> tuple[SceneFit, str]:
-    """A random scene (Multi-HMR camera for W x H, 1..max people inside the view) and its caption."""
+) -> tuple[SceneFit, str, tuple[tuple[np.ndarray, np.ndarray], ...]]:
+    """A random scene (Multi-HMR camera for W x H, 1..max people inside the view), its caption, and every
+    person's camera-frame (verts (V, 3), joints (127, 3)), equal to `body.posed(person)` (each person goes
+    through the body model once: placing them and posing them share the forward)."""
     if not 1 <= min_people <= max_people:
         raise ValueError(f"need 1 <= min_people <= max_people, got {min_people}, {max_people}")
     K = multihmr_intrinsics(width, height)
@@ -106,7 +108,8 @@ def synthetic_scene(
         betas[2:] *= 0.6
         expression = np.clip(rng.normal(0.0, 0.5, 10), -1.5, 1.5).astype(np.float32)
         person = PersonFit(betas, expression, rot, np.zeros(3, np.float32))
-        verts, _ = body.posed(person)  # head joint at the origin
+        rotated = body.rotated(person)
+        verts, _ = rotated.placed(person.transl)  # head joint at the origin
         behind = i > 0 and rng.random() < 0.3
         if behind:  # stand behind an earlier person, partly hidden
             j = int(rng.integers(i))
@@ -117,19 +120,23 @@ def synthetic_scene(
             xs.append(x)
             zs.append(base_depth + rng.uniform(-0.4, 0.4))
         rots.append(rot)
-        canon.append((person, verts))
+        canon.append((person, verts, rotated))
     xs = np.array(xs) - np.mean(xs) + rng.normal(0.0, 0.1)
     zs = np.array(zs)
     margin = 0.03 * max(width, height)
     for _ in range(60):  # move the group back until every vertex projects inside the image
-        transl = [np.array([xs[i], floor - v[:, 1].max(), zs[i]]) for i, (_, v) in enumerate(canon)]
-        uv = np.concatenate([project(v + t, K) for (_, v), t in zip(canon, transl)])
+        transl = [np.array([xs[i], floor - v[:, 1].max(), zs[i]]) for i, (_, v, _) in enumerate(canon)]
+        uv = np.concatenate([project(v + t, K) for (_, v, _), t in zip(canon, transl)])
         if (uv[:, 0].min() > margin and uv[:, 0].max() < width - margin and uv[:, 1].min() > margin
                 and uv[:, 1].max() < height - margin):  # fmt: skip
             break
         zs = zs + 0.25
-    people = tuple(PersonFit(p.betas, p.expression, p.rotvec, t.astype(np.float32)) for (p, _), t in zip(canon, transl))
-    return SceneFit(people=people, K=K, width=width, height=height), _caption(rng, people, rots)
+    people = tuple(
+        PersonFit(p.betas, p.expression, p.rotvec, t.astype(np.float32)) for (p, _, _), t in zip(canon, transl)
+    )
+    posed = tuple(rotated.placed(p.transl) for (_, _, rotated), p in zip(canon, people))
+    fit = SceneFit(people=people, K=K, width=width, height=height)
+    return fit, _caption(rng, people, rots), posed
 
 
 def background_image(rng: np.random.Generator, width: int, height: int, horizon: float) -> np.ndarray:

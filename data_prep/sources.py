@@ -68,7 +68,7 @@ def decode_image_file(path: pathlib.Path) -> tuple[np.ndarray, bytes]:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             keep = img.format in ("PNG", "JPEG") and img.mode == "RGB" and img.getexif().get(0x0112, 1) == 1
-            pixels = np.asarray(img.convert("RGB"))
+            pixels = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise SkipExample("unreadable_image", f"{path}: {err}") from err
     return pixels, data if keep else encode_png(pixels)
@@ -116,8 +116,10 @@ def crop_scene(inputs: SceneInputs, size: int) -> SceneInputs:
 
     fit = inputs.fit
     plan = square_crop(fit.K, fit.width, fit.height, size)
-    image = plan.apply(inputs.image)
     cropped = SceneFit(people=fit.people, K=plan.K, width=size, height=size)
+    if plan.is_identity:  # already size x size: the photo's own bytes are stored, not a re-encoded copy
+        return SceneInputs(inputs.image, inputs.image_bytes, cropped, inputs.caption, plan.original_size)
+    image = plan.apply(inputs.image)
     return SceneInputs(image, encode_png(image), cropped, inputs.caption, plan.original_size, plan.crop_top_left)
 
 
@@ -180,16 +182,15 @@ def synthetic_scenes(
     `get_renderer(width, height)` gives the renderer that shades the "photo" (share the pipeline's: one GL
     context per process).
     """
-    from data_prep.scenes import pose_scene, shade_scene, synthetic_scene
+    from data_prep.scenes import posed_synthetic_scene, shade_scene
 
     for index in range(num):
 
         def load(index: int = index) -> SceneInputs:
             rng = np.random.default_rng([seed, index])
-            fit, caption = synthetic_scene(rng, body, width, height, min_people, max_people)
-            meshes, joints = pose_scene(body, fit)
+            fit, caption, posed = posed_synthetic_scene(rng, body, width, height, min_people, max_people)
+            meshes = [(verts, body.faces) for verts, _ in posed]
             image = shade_scene(get_renderer(width, height), meshes, fit.K, rng)
-            posed = tuple((verts, j) for (verts, _), j in zip(meshes, joints))
             return SceneInputs(image=image, image_bytes=encode_png(image), fit=fit, caption=caption, posed=posed)
 
         yield RawScene(image_id=f"synthetic_{seed}_{index:06d}", load=load)

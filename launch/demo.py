@@ -127,14 +127,14 @@ def _heldout_scene(cfg, out: pathlib.Path) -> pathlib.Path:
     """A held-out synthetic scene (new seed) as a fit file + scene JSON for launch.sample."""
     from data_prep.body_model import BodyModel, write_standin_smplx_model
     from data_prep.fits import save_scene_fit
-    from data_prep.scenes import synthetic_scene
+    from data_prep.scenes import posed_synthetic_scene
 
     root = pathlib.Path(os.path.expanduser(cfg.cache_dir)) / "standin_smplx"
     if not (root / "smplx" / "SMPLX_NEUTRAL.npz").is_file():
         write_standin_smplx_model(root)
     rng = np.random.default_rng(10_000 + cfg.seed)
     size = cfg.resolution
-    fit, caption = synthetic_scene(rng, BodyModel(root), size, size, cfg.sample.people, cfg.sample.people)
+    fit, caption, _ = posed_synthetic_scene(rng, BodyModel(root), size, size, cfg.sample.people, cfg.sample.people)
     out.mkdir(parents=True, exist_ok=True)
     save_scene_fit(out / "heldout_scene.npz", fit)
     scene = {
