@@ -36,7 +36,10 @@ def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
 
 
 class BodyModel:
-    """SMPL-X (``use_pca=False, flat_hand_mean=True``, 10 betas, 10 expression coefficients), CPU, float32."""
+    """SMPL-X (``use_pca=False, flat_hand_mean=True``, 10 betas, 10 expression coefficients), CPU, float32.
+
+    One forward per person: smplx's forward over a batch of people rounds its shape blend differently (1-2
+    float32 ulps), which would move rendered normals / float16 depth at a few dozen pixels per image."""
 
     def __init__(self, model_root: str | os.PathLike, gender: str = "neutral") -> None:
         self._model = smplx.create(
