@@ -31,7 +31,7 @@ def main() -> None:
 
     renderer = SceneRenderer(args.size, args.size, platform=args.platform)
     from data_prep.body_model import BodyModel, write_standin_smplx_model
-    from data_prep.scenes import pose_scene, shade_scene, synthetic_scene
+    from data_prep.scenes import pose_scene, posed_synthetic_scene, shade_scene
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.model_root or write_standin_smplx_model(tmp).parent.parent
@@ -40,7 +40,7 @@ def main() -> None:
     total = args.warmup + args.scenes
     scenes, pose_s = [], 0.0
     for _ in range(total):
-        fit, _ = synthetic_scene(rng, body, args.size, args.size, args.people, args.people)
+        fit, _, _ = posed_synthetic_scene(rng, body, args.size, args.size, args.people, args.people)
         start = time.perf_counter()
         scenes.append((fit, *pose_scene(body, fit)))
         pose_s += time.perf_counter() - start

@@ -9,6 +9,7 @@ SMPL-X file format (not the licensed model; see ``data_prep.standin_smplx``).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import smplx
@@ -35,7 +36,10 @@ def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
 
 
 class BodyModel:
-    """SMPL-X (``use_pca=False, flat_hand_mean=True``, 10 betas, 10 expression coefficients), CPU, float32."""
+    """SMPL-X (``use_pca=False, flat_hand_mean=True``, 10 betas, 10 expression coefficients), CPU, float32.
+
+    One forward per person: smplx's forward over a batch of people rounds its shape blend differently (1-2
+    float32 ulps), which would move rendered normals / float16 depth at a few dozen pixels per image."""
 
     def __init__(self, model_root: str | os.PathLike, gender: str = "neutral") -> None:
         self._model = smplx.create(
@@ -74,16 +78,31 @@ class BodyModel:
             )
         return out.vertices[0].double().numpy(), out.joints[0].double().numpy()
 
+    def rotated(self, person: PersonFit) -> RotatedBody:
+        """The forward with identity global orientation, then rotated about the pelvis by ``rotvec[0]``."""
+        verts, joints = self.canonical(person)
+        rotation = axis_angle_to_matrix(person.rotvec[0])
+        pelvis = joints[PELVIS_JOINT].copy()
+        return RotatedBody((verts - pelvis) @ rotation.T + pelvis, (joints - pelvis) @ rotation.T + pelvis)
+
     def posed(self, person: PersonFit) -> tuple[np.ndarray, np.ndarray]:
         """Camera-frame (OpenCV axes, metres) vertices (V, 3) and joints (127, 3), float32.
 
         Multi-HMR's construction: forward with identity global orientation; rotate about the pelvis joint
         by ``rotvec[0]``; subtract the rotated head joint; add ``transl``. So joint 15 lands on ``transl``.
         """
-        verts, joints = self.canonical(person)
-        rotation = axis_angle_to_matrix(person.rotvec[0])
-        pelvis = joints[PELVIS_JOINT].copy()
-        verts = (verts - pelvis) @ rotation.T + pelvis
-        joints = (joints - pelvis) @ rotation.T + pelvis
-        offset = np.asarray(person.transl, np.float64) - joints[HEAD_JOINT]
-        return (verts + offset).astype(np.float32), (joints + offset).astype(np.float32)
+        return self.rotated(person).placed(person.transl)
+
+
+@dataclass(frozen=True)
+class RotatedBody:
+    """One person's SMPL-X vertices (V, 3) and joints (127, 3), float64, rotated about the pelvis by the
+    global orientation but not yet moved to the camera-frame position (see `BodyModel.posed`)."""
+
+    verts: np.ndarray
+    joints: np.ndarray
+
+    def placed(self, transl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vertices and joints (float32) with the head joint moved to ``transl`` (3,)."""
+        offset = np.asarray(transl, np.float64) - self.joints[HEAD_JOINT]
+        return (self.verts + offset).astype(np.float32), (self.joints + offset).astype(np.float32)

@@ -67,11 +67,15 @@ def _load_task_model(folder: pathlib.Path, task: str, providers: list[str]):
     raise FaceModelError(f"no {task} model among {sorted(p.name for p in folder.glob('*.onnx'))} in {folder}")
 
 
-def _to_bgr(image: np.ndarray) -> np.ndarray:
+def _checked_rgb(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image[..., ::-1])
+    return image
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(_checked_rgb(image)[..., ::-1])
 
 
 def _check_kps(kps5: np.ndarray) -> np.ndarray:
@@ -93,8 +97,11 @@ class FaceEmbedder:
         return face_align.norm_crop(np.asarray(image), _check_kps(kps5), image_size=ALIGNED_SIZE)
 
     def embed_face(self, image: np.ndarray, kps5: np.ndarray) -> np.ndarray:
-        """Raw float32 (512,) embedding of the face at `kps5` in the RGB image."""
-        aligned_bgr = face_align.norm_crop(_to_bgr(image), _check_kps(kps5), image_size=ALIGNED_SIZE)
+        """Raw float32 (512,) embedding of the face at `kps5` in the RGB image.
+
+        The RGB image is aligned and the 112 x 112 crop turned to BGR (the warp treats channels alike, so
+        this equals aligning the BGR image)."""
+        aligned_bgr = np.ascontiguousarray(self.align(_checked_rgb(image), kps5)[..., ::-1])
         return np.asarray(self.model.get_feat(aligned_bgr), dtype=np.float32).reshape(-1)
 
 

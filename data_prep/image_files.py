@@ -63,8 +63,8 @@ def decode_image_file(path: pathlib.Path, background: tuple[int, int, int]) -> t
                 pixels = _gray16_to_rgb8(img, path)
             elif _has_transparency(img):
                 pixels = composite(np.asarray(img.convert("RGBA")), background)
-            else:
-                pixels = np.asarray(img.convert("RGB"))
+            else:  # an RGB photo is read as is (no conversion copy)
+                pixels = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
             keep = (
                 img.format in ("PNG", "JPEG")
                 and img.mode == "RGB"

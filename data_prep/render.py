@@ -5,13 +5,13 @@ flip diag(1, -1, -1), as in Multi-HMR's renderer. Pixel convention (pyrender's):
 covers [j, j+1) x [i, i+1) in the continuous coordinates of K, so its centre is (j + 0.5, i + 0.5); the
 maps are sampled at pixel centres. ``face_kps`` use the same continuous coordinates (u = fx x / z + cx).
 
-How each field is made (all exact at pixel centres, no anti-aliasing):
-- ``depth``, ``instance``: one segmentation pass (pyrender ``RenderFlags.SEG`` disables multisampling)
-  with all people in one scene, each in a flat colour (i + 1, 0, 0); depth is pyrender's metric z.
-- ``normal``: a second segmentation pass with a replacement segmentation shader that writes the
-  interpolated, re-normalised vertex normal in OpenGL camera axes (x right, y up, z toward the viewer)
-  as (n + 1) / 2 -> uint8. Vertex normals: area-weighted face normals. Background 0.
-- ``amodal``: person i alone (the other nodes are skipped), silhouette = depth > 0.
+How each field is made (all exact at pixel centres, no anti-aliasing; `data_prep.map_passes` draws them):
+- ``depth``, ``normal``, ``instance``: one surface pass with all people in one z-buffer. Depth is metric z
+  (pyrender's linearisation of the 24-bit window depth, 0 = background); the normal is the interpolated,
+  re-normalised vertex normal in OpenGL camera axes (x right, y up, z toward the viewer) as
+  (n + 1) / 2 -> uint8 (vertex normals: area-weighted face normals), background 0; instance = i + 1.
+- ``amodal``: person i's silhouette as if rendered alone: one silhouette pass that ORs each person's bit
+  into the pixels their (front-facing) triangles cover, depth writes off.
 - ``occlusion``: 1 where >= 2 amodal silhouettes overlap.
 - ``depth_edges``: for each horizontal and vertical pixel pair, an edge if the instance ids differ
   (background included) or, both foreground, |z1 - z2| > threshold * min(z1, z2); both pixels of an
@@ -27,12 +27,11 @@ How each field is made (all exact at pixel centres, no anti-aliasing):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -43,32 +42,7 @@ RIGHT_MOUTH_JOINT = 107
 LEFT_MOUTH_JOINT = 113
 EAR_JOINTS = (58, 59)
 NUM_JOINTS_OUT = 127
-
-_NORMAL_VERT = """#version 330 core
-layout(location = 0) in vec3 position;
-layout(location = NORMAL_LOC) in vec3 normal;
-layout(location = INST_M_LOC) in mat4 inst_m;
-uniform mat4 P;
-uniform mat4 V;
-uniform mat4 M;
-out vec3 cam_normal;
-void main()
-{
-    mat4 model_view = V * M * inst_m;
-    gl_Position = P * model_view * vec4(position, 1.0);
-    cam_normal = mat3(transpose(inverse(model_view))) * normal;
-}
-"""
-_NORMAL_FRAG = """#version 330 core
-in vec3 cam_normal;
-uniform vec3 color;
-out vec4 frag_color;
-void main()
-{
-    frag_color = vec4(normalize(cam_normal) * 0.5 + 0.5, 1.0);
-    if (color.r < -1.0) { frag_color = vec4(color, 1.0); }  // keeps the uniform pyrender sets
-}
-"""
+CAMERA_POSE = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV -> OpenGL camera axes
 
 
 @dataclass(frozen=True)
@@ -84,6 +58,11 @@ class SquareCrop:
     resized_size: tuple[int, int]
     crop_top_left: tuple[int, int]
     K: np.ndarray
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the source already is size x size (nothing to resize or crop)."""
+        return self.original_size == self.resized_size == (self.size, self.size)
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Resize (area filter) and crop an H x W (x C) image to size x size (x C)."""
@@ -110,12 +89,13 @@ def square_crop(K: np.ndarray, width: int, height: int, size: int) -> SquareCrop
 
 
 def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) unit area-weighted vertex normals (zero-area faces contribute nothing)."""
-    tri = verts[faces].astype(np.float64)
-    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normals = np.zeros((len(verts), 3))
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_n)
+    """(V, 3) unit area-weighted vertex normals (zero-area faces contribute nothing).
+
+    Sums in float64, corner 0 of every face in face order, then corner 1, then corner 2."""
+    corner = np.asarray(verts, np.float64)[faces.T]  # (3, F, 3)
+    face_n = np.cross(corner[1] - corner[0], corner[2] - corner[0])
+    vertex_ids, weights = faces.T.reshape(-1), np.tile(face_n, (3, 1))
+    normals = np.stack([np.bincount(vertex_ids, weights[:, k], minlength=len(verts)) for k in range(3)], axis=1)
     norm = np.linalg.norm(normals, axis=1, keepdims=True)
     return (normals / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
@@ -140,28 +120,48 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     return uvw[..., :2] / uvw[..., 2:3]
 
 
+def linear_depth(window_depth: np.ndarray, znear: float, zfar: float) -> np.ndarray:
+    """Window depth float32 in [0, 1] (1 = nothing drawn) -> float32 metric z, 0 = background (pyrender's
+    formula, in float32)."""
+    ndc = 2.0 * np.asarray(window_depth, np.float32) - 1.0
+    z = (2.0 * znear * zfar) / (zfar + znear - ndc * (zfar - znear))
+    return np.where(window_depth == 1.0, np.float32(0.0), z)
+
+
+def foreground_box(instance: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of ``instance > 0`` grown by one pixel (inside the image); None if there is none."""
+    rows, cols = np.flatnonzero(instance.any(1)), np.flatnonzero(instance.any(0))
+    if not len(rows):
+        return None
+    return np.s_[max(rows[0] - 1, 0) : rows[-1] + 2, max(cols[0] - 1, 0) : cols[-1] + 2]
+
+
 def depth_edges(instance: np.ndarray, depth: np.ndarray, threshold: float) -> np.ndarray:
-    """uint8 H x W occlusion-boundary map (see module docstring)."""
-    z = depth.astype(np.float32)
-    edges = np.zeros(instance.shape, bool)
-    for axis in (0, 1):
-        a = np.take(instance, np.arange(instance.shape[axis] - 1), axis)
-        b = np.take(instance, np.arange(1, instance.shape[axis]), axis)
-        za = np.take(z, np.arange(z.shape[axis] - 1), axis)
-        zb = np.take(z, np.arange(1, z.shape[axis]), axis)
+    """uint8 H x W occlusion-boundary map (see module docstring).
+
+    Only pairs with a foreground pixel can be edges: the work is done inside `foreground_box`."""
+    edges = np.zeros(instance.shape, np.uint8)
+    box = foreground_box(instance)
+    if box is None:
+        return edges
+    ids, z, out = instance[box], np.asarray(depth, np.float32)[box], edges[box]
+    pairs = (  # (first, second) pixel of every vertical pair, then of every horizontal pair
+        (np.s_[:-1], np.s_[1:]),
+        (np.s_[:, :-1], np.s_[:, 1:]),
+    )
+    for first, second in pairs:
+        a, b, za, zb = ids[first], ids[second], z[first], z[second]
         jump = (a > 0) & (b > 0) & (np.abs(za - zb) > threshold * np.minimum(za, zb))
         edge = (a != b) | jump
-        if axis == 0:
-            edges[:-1] |= edge
-            edges[1:] |= edge
-        else:
-            edges[:, :-1] |= edge
-            edges[:, 1:] |= edge
-    return edges.astype(np.uint8)
+        out[first] |= edge
+        out[second] |= edge
+    return edges
 
 
 class SceneRenderer:
-    """Offscreen pyrender renderer for W x H conditioning maps; reuse it for many scenes of that size.
+    """Offscreen renderer of W x H conditioning maps (two GL passes, `data_prep.map_passes`) and of shaded
+    synthetic photos (pyrender); reuse it for many scenes of that size. One GL context (pyrender's
+    offscreen renderer's) serves both.
 
     ``platform`` sets PYOPENGL_PLATFORM ('egl' default, or 'osmesa'); it must be chosen before OpenGL is
     first imported in the process, so a conflicting value raises.
@@ -190,7 +190,8 @@ class SceneRenderer:
             )
         os.environ["PYOPENGL_PLATFORM"] = platform
         import pyrender
-        from pyrender.shader_program import ShaderProgramCache
+
+        from data_prep.map_passes import MapPasses
 
         self._pyrender = pyrender
         self.width, self.height = int(width), int(height)
@@ -199,12 +200,10 @@ class SceneRenderer:
         self.max_face_angle_deg = max_face_angle_deg
         self.min_visible_keypoints = min_visible_keypoints
         self.min_eye_distance_px = min_eye_distance_px
-        self._renderer = pyrender.OffscreenRenderer(self.width, self.height)
+        self._renderer = pyrender.OffscreenRenderer(self.width, self.height)  # owns the GL context; shades
         self._check_size_fits_the_gl_framebuffer()
-        self._shader_dir = tempfile.TemporaryDirectory(prefix="personacraft_shaders_")
-        Path(self._shader_dir.name, "segmentation.vert").write_text(_NORMAL_VERT)
-        Path(self._shader_dir.name, "segmentation.frag").write_text(_NORMAL_FRAG)
-        self._normal_cache = ShaderProgramCache(shader_dir=self._shader_dir.name)
+        with self._context():
+            self._passes = MapPasses(self.width, self.height)
 
     # -- resources -------------------------------------------------------------------------------------
     def _check_size_fits_the_gl_framebuffer(self) -> None:
@@ -224,11 +223,12 @@ class SceneRenderer:
             )
 
     def close(self) -> None:
-        """Release the GL context and the temporary shader folder."""
+        """Release the GL context and everything in it."""
         if self._renderer is not None:
+            with self._context():
+                self._passes.delete()
             self._renderer.delete()
             self._renderer = None
-            self._shader_dir.cleanup()
 
     def __enter__(self) -> SceneRenderer:
         return self
@@ -236,44 +236,38 @@ class SceneRenderer:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[None]:
+        """Make the offscreen renderer's GL context current (pyrender makes it current only inside its own
+        ``render``)."""
+        platform = self._renderer._platform
+        platform.make_current()
+        try:
+            yield
+        finally:
+            platform.make_uncurrent()
+
     # -- scene construction ----------------------------------------------------------------------------
-    def _scene(self, meshes, K, materials=None, bg_color=(0.0, 0.0, 0.0, 0.0)):
-        pyrender = self._pyrender
+    def _camera(self, K: np.ndarray):
         K = np.asarray(K, np.float64)
         if K.shape != (3, 3) or abs(K[0, 1]) > 1e-6:
             raise ValueError(f"K must be a (3, 3) intrinsics matrix without skew, got {K.tolist()}")
-        scene = pyrender.Scene(bg_color=bg_color, ambient_light=(0.3, 0.3, 0.3))
-        nodes = []
-        for i, (verts, faces) in enumerate(meshes):
-            verts = np.asarray(verts, np.float32)
-            faces = np.asarray(faces, np.int64)
-            if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
-                raise ValueError(f"mesh {i}: expected verts (V, 3) and faces (F, 3), got {verts.shape}, {faces.shape}")
-            keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-            faces = faces[keep]
+        return self._pyrender.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2], K[1, 2], znear=self.znear, zfar=self.zfar)
+
+    def _scene(self, meshes, K, materials):
+        pyrender = self._pyrender
+        scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0), ambient_light=(0.3, 0.3, 0.3))
+        for (verts, faces, normals), material in zip(_surfaces(meshes), materials):
             primitive = pyrender.Primitive(
                 positions=verts,
-                normals=vertex_normals(verts, faces),
+                normals=normals,
                 indices=faces.astype(np.uint32),
-                material=None if materials is None else materials[i],
+                material=material,
                 mode=pyrender.constants.GLTF.TRIANGLES,
             )
-            nodes.append(scene.add(pyrender.Mesh([primitive])))
-        camera = pyrender.IntrinsicsCamera(K[0, 0], K[1, 1], K[0, 2], K[1, 2], znear=self.znear, zfar=self.zfar)
-        scene.add(camera, pose=np.diag([1.0, -1.0, -1.0, 1.0]))
-        return scene, nodes
-
-    def _seg(self, scene, seg_node_map, normals: bool = False):
-        flags = self._pyrender.RenderFlags.SEG
-        if not normals:
-            return self._renderer.render(scene, flags=flags, seg_node_map=seg_node_map)
-        inner = self._renderer._renderer  # pyrender.Renderer; swap in the normal-writing shaders
-        default_cache = inner._program_cache
-        inner._program_cache = self._normal_cache
-        try:
-            return self._renderer.render(scene, flags=flags, seg_node_map=seg_node_map)
-        finally:
-            inner._program_cache = default_cache
+            scene.add(pyrender.Mesh([primitive]))
+        scene.add(self._camera(K), pose=CAMERA_POSE)
+        return scene
 
     # -- public ----------------------------------------------------------------------------------------
     def render(
@@ -293,19 +287,28 @@ class SceneRenderer:
             raise ValueError(f"need 1..255 meshes, got {num}")
         if joints is not None and len(joints) != num:
             raise ValueError(f"got {len(joints)} joint arrays for {num} meshes")
-        scene, nodes = self._scene(meshes, K)
-        seg_map = {node: (i + 1, 0, 0) for i, node in enumerate(nodes)}
-        color, depth = self._seg(scene, seg_map)
-        instance = np.where(depth > 0, color[..., 0], 0).astype(np.uint8)
-        normal_rgb, _ = self._seg(scene, seg_map, normals=True)
-        normal = np.where((instance > 0)[..., None], normal_rgb, 0).astype(np.uint8)
-        amodal = np.stack([self._seg(scene, {node: (1, 0, 0)})[1] > 0 for node in nodes]).astype(np.uint8)
+        P = self._camera(K).get_projection_matrix(self.width, self.height)
+        V = np.linalg.inv(CAMERA_POSE)  # world (= camera, OpenCV axes) -> OpenGL camera, as pyrender's
+        surfaces = _surfaces(meshes)
+        with self._context():
+            buffers = [self._passes.upload(verts, normals, faces) for verts, faces, normals in surfaces]
+            try:
+                normal, instance, window_depth = self._passes.surface(buffers, P, V)
+                amodal = self._passes.silhouettes(buffers, P, V)
+            finally:
+                for mesh in buffers:
+                    mesh.delete()
+        depth, depth16 = np.zeros(instance.shape, np.float32), np.zeros(instance.shape, np.float16)
+        box = foreground_box(instance)  # outside it depth is 0 (nothing was drawn)
+        if box is not None:
+            depth[box] = linear_depth(window_depth[box], self.znear, self.zfar)
+            depth16[box] = depth[box]
         result = {
-            "depth": depth.astype(np.float16),
+            "depth": depth16,
             "normal": normal,
             "instance": instance,
             "amodal": amodal,
-            "occlusion": (amodal.sum(0) >= 2).astype(np.uint8),
+            "occlusion": (amodal.sum(0, dtype=np.uint8) >= 2).astype(np.uint8),
             "depth_edges": depth_edges(instance, depth, self.depth_edge_threshold),
         }
         result.update(self.face_keypoints(K, instance, joints, num))
@@ -356,7 +359,7 @@ class SceneRenderer:
             pyrender.MetallicRoughnessMaterial(baseColorFactor=(*c, 1.0), metallicFactor=0.0, roughnessFactor=0.7)
             for c in colors
         ]
-        scene, _ = self._scene(meshes, K, materials=materials)
+        scene = self._scene(meshes, K, materials)
         d = np.asarray(light_direction, np.float64)
         d = d / np.linalg.norm(d)
         # pyrender's directional light shines along the node's local -z axis.
@@ -370,3 +373,17 @@ class SceneRenderer:
         alpha = rgba[..., 3:4].astype(np.float32) / 255.0
         out = rgba[..., :3].astype(np.float32) + background.astype(np.float32) * (1 - alpha)  # premultiplied
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _surfaces(meshes: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per mesh: verts float32 (V, 3), faces int64 (F', 3) without degenerate triangles, vertex normals."""
+    surfaces = []
+    for i, (verts, faces) in enumerate(meshes):
+        verts = np.asarray(verts, np.float32)
+        faces = np.asarray(faces, np.int64)
+        if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+            raise ValueError(f"mesh {i}: expected verts (V, 3) and faces (F, 3), got {verts.shape}, {faces.shape}")
+        keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+        faces = faces[keep]
+        surfaces.append((verts, faces, vertex_normals(verts, faces)))
+    return surfaces

@@ -94,7 +94,7 @@ class SceneLayout:
     anywhere: bool = False
 
 
-def synthetic_scene(
+def posed_synthetic_scene(
     rng: np.random.Generator,
     body: BodyModel,
     width: int,
@@ -102,8 +102,10 @@ def synthetic_scene(
     min_people: int = 1,
     max_people: int = 4,
     layout: SceneLayout = SceneLayout(),
-) -> tuple[SceneFit, str]:
-    """A random scene (Multi-HMR camera for W x H, 1..max people inside the view) and its caption."""
+) -> tuple[SceneFit, str, tuple[tuple[np.ndarray, np.ndarray], ...]]:
+    """A random scene (Multi-HMR camera for W x H, 1..max people inside the view), its caption, and every
+    person's camera-frame (verts (V, 3), joints (127, 3)), equal to `body.posed(person)` (each person goes
+    through the body model once: placing them and posing them share the forward)."""
     if not 1 <= min_people <= max_people:
         raise ValueError(f"need 1 <= min_people <= max_people, got {min_people}, {max_people}")
     K = multihmr_intrinsics(width, height)
@@ -118,7 +120,8 @@ def synthetic_scene(
         betas[2:] *= 0.6
         expression = np.clip(rng.normal(0.0, 0.5, 10), -1.5, 1.5).astype(np.float32)
         person = PersonFit(betas, expression, rot, np.zeros(3, np.float32))
-        verts, _ = body.posed(person)  # head joint at the origin
+        rotated = body.rotated(person)
+        verts, _ = rotated.placed(person.transl)  # head joint at the origin
         behind = i > 0 and rng.random() < 0.3
         if behind:  # stand behind an earlier person, partly hidden
             j = int(rng.integers(i))
@@ -129,30 +132,34 @@ def synthetic_scene(
             xs.append(x)
             zs.append(base_depth + rng.uniform(-0.4, 0.4))
         rots.append(rot)
-        canon.append((person, verts))
+        canon.append((person, verts, rotated))
     xs = np.array(xs) - np.mean(xs) + rng.normal(0.0, 0.1)
     zs = np.array(zs)
     margin = 0.03 * max(width, height)
     for _ in range(60):  # move the group back until every vertex projects inside the image
-        transl = [np.array([xs[i], floor - v[:, 1].max(), zs[i]]) for i, (_, v) in enumerate(canon)]
-        uv = np.concatenate([project(v + t, K) for (_, v), t in zip(canon, transl)])
+        transl = [np.array([xs[i], floor - v[:, 1].max(), zs[i]]) for i, (_, v, _) in enumerate(canon)]
+        uv = np.concatenate([project(v + t, K) for (_, v, _), t in zip(canon, transl)])
         if (uv[:, 0].min() > margin and uv[:, 0].max() < width - margin and uv[:, 1].min() > margin
                 and uv[:, 1].max() < height - margin):  # fmt: skip
             break
         zs = zs + 0.25
     if layout.anywhere:
-        transl = _shift_sideways(rng, canon, transl, K, width, margin)
-    people = tuple(PersonFit(p.betas, p.expression, p.rotvec, t.astype(np.float32)) for (p, _), t in zip(canon, transl))
-    return SceneFit(people=people, K=K, width=width, height=height), _caption(rng, people, rots)
+        transl = _shift_sideways(rng, [v for _, v, _ in canon], transl, K, width, margin)
+    people = tuple(
+        PersonFit(p.betas, p.expression, p.rotvec, t.astype(np.float32)) for (p, _, _), t in zip(canon, transl)
+    )
+    posed = tuple(rotated.placed(p.transl) for (_, _, rotated), p in zip(canon, people))
+    fit = SceneFit(people=people, K=K, width=width, height=height)
+    return fit, _caption(rng, people, rots), posed
 
 
-def _shift_sideways(rng, canon, transl, K, width: int, margin: float) -> list[np.ndarray]:
+def _shift_sideways(rng, verts, transl, K, width: int, margin: float) -> list[np.ndarray]:
     """The group moved sideways by a random amount that keeps every vertex inside [margin, width - margin]."""
-    uv = np.concatenate([project(v + t, K) for (_, v), t in zip(canon, transl)])
+    uv = np.concatenate([project(v + t, K) for v, t in zip(verts, transl)])
     shift_px = rng.uniform(-(uv[:, 0].min() - margin), (width - margin) - uv[:, 0].max())
     for _ in range(8):  # perspective: a metric shift moves near vertices more; halve until it fits
         moved = [t + np.array([shift_px * t[2] / K[0, 0], 0.0, 0.0]) for t in transl]
-        u = np.concatenate([project(v + t, K)[:, 0] for (_, v), t in zip(canon, moved)])
+        u = np.concatenate([project(v + t, K)[:, 0] for v, t in zip(verts, moved)])
         if u.min() > margin and u.max() < width - margin:
             return moved
         shift_px /= 2

@@ -99,8 +99,10 @@ def crop_scene(inputs: SceneInputs, size: int) -> SceneInputs:
 
     fit = inputs.fit
     plan = square_crop(fit.K, fit.width, fit.height, size)
-    image = plan.apply(inputs.image)
     cropped = SceneFit(people=fit.people, K=plan.K, width=size, height=size)
+    if plan.is_identity:  # already size x size: the photo's own bytes are stored, not a re-encoded copy
+        return SceneInputs(inputs.image, inputs.image_bytes, cropped, inputs.caption, plan.original_size)
+    image = plan.apply(inputs.image)
     return SceneInputs(image, encode_png(image), cropped, inputs.caption, plan.original_size, plan.crop_top_left)
 
 
@@ -169,15 +171,16 @@ class SyntheticScene:
     place_anywhere: bool = False
 
     def load(self, resources: SceneResources) -> SceneInputs:
-        from data_prep.scenes import SceneLayout, pose_scene, shade_scene, synthetic_scene
+        from data_prep.scenes import SceneLayout, posed_synthetic_scene, shade_scene
 
         rng = np.random.default_rng([self.seed, self.index])
         body = resources.body
         layout = SceneLayout(tuple(self.camera_distance), self.place_anywhere)
-        fit, caption = synthetic_scene(rng, body, self.width, self.height, self.min_people, self.max_people, layout)
-        meshes, joints = pose_scene(body, fit)
+        fit, caption, posed = posed_synthetic_scene(
+            rng, body, self.width, self.height, self.min_people, self.max_people, layout
+        )
+        meshes = [(verts, body.faces) for verts, _ in posed]
         image = shade_scene(resources.renderer(self.width, self.height), meshes, fit.K, rng)
-        posed = tuple((verts, j) for (verts, _), j in zip(meshes, joints))
         return SceneInputs(image=image, image_bytes=encode_png(image), fit=fit, caption=caption, posed=posed)
 
 

@@ -12,6 +12,7 @@ from smplx.vertex_ids import vertex_ids
 
 from data_prep.body_model import axis_angle_to_matrix, write_standin_smplx_model
 from data_prep.fits import FitError, PersonFit, SceneFit, load_scene_fit, multihmr_intrinsics, save_scene_fit
+from data_prep.scenes import posed_synthetic_scene
 from data_prep.standin_smplx import SMPLX_PARENTS
 from tests.fixtures_body import body_model, standin_model_root  # noqa: F401  (pytest fixtures)
 
@@ -139,6 +140,19 @@ def test_posed_places_head_at_transl_and_rotates_rigidly(body_model):
     np.testing.assert_allclose(
         joints[0] - joints[15], r_independent.numpy() @ (canon_joints[0] - canon_joints[15]), atol=1e-5
     )
+
+
+def test_posed_synthetic_scene_gives_exactly_the_posed_bodies(body_model):
+    """Each person is posed once (placement and final mesh share the forward), bit-identical to posing the
+    final fit's people again."""
+    for seed in range(3):
+        fit, _, posed = posed_synthetic_scene(np.random.default_rng(seed), body_model, 256, 192, 2, 4)
+        assert len(posed) == fit.num_people
+        for person, (verts, joints) in zip(fit.people, posed):
+            expected_verts, expected_joints = body_model.posed(person)
+            assert verts.dtype == joints.dtype == np.float32
+            np.testing.assert_array_equal(verts, expected_verts)
+            np.testing.assert_array_equal(joints, expected_joints)
 
 
 def test_fit_roundtrip_npz_json(tmp_path):

@@ -7,9 +7,11 @@ face keypoints around the projection of `transl`, so placing a person off-screen
 import io
 import json
 import pathlib
+import zlib
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from data_prep import dataset, examples, sources
@@ -335,3 +337,43 @@ def test_real_photos_are_cropped_to_the_training_resolution(tmp_path, factory):
     expected_k = np.diag([43 / W, 32 / H, 1.0]) @ fit.K
     expected_k[0, 2] -= 5
     np.testing.assert_allclose(got["K"], expected_k, rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_sdxl", [False, True])
+def test_zlib_features_are_saved_as_plain_tensors_and_written_at_the_level(with_sdxl):
+    spec = dataset.features(with_sdxl)
+    leveled = {k: v for k, v in spec.items() if isinstance(v, dataset.LeveledZlibTensor)}
+    assert {"depth", "normal", "instance", "amodal", "occlusion", "depth_edges"} <= set(leveled)
+    plain = {
+        k: tfds.features.Tensor(shape=v.shape, dtype=v.np_dtype, encoding="zlib") if k in leveled else v
+        for k, v in spec.items()
+    }
+    assert spec.to_json() == tfds.features.FeaturesDict(plain).to_json()  # features.json as before
+    assert all(
+        type(v) is not dataset.LeveledZlibTensor for v in tfds.features.FeaturesDict.from_json(spec.to_json()).values()
+    )
+    depth = np.random.default_rng(0).uniform(1, 5, (H, W)).astype(np.float16)
+    encoded = leveled["depth"].encode_example(depth)
+    assert encoded["value"] == zlib.compress(depth.tobytes(), dataset.ZLIB_LEVEL)
+    assert dataset.ZLIB_LEVEL != 6 and encoded["value"] != zlib.compress(depth.tobytes())
+    with pytest.raises(ValueError, match=r"[Dd]type"):
+        leveled["depth"].encode_example(depth.astype(np.float32))
+
+
+def test_a_photo_already_at_the_resolution_is_stored_as_its_own_bytes(tmp_path, factory):
+    images, fits = tmp_path / "images", tmp_path / "fits"
+    images.mkdir()
+    fits.mkdir()
+    square = np.random.default_rng(0).integers(0, 256, (H, H, 3), dtype=np.uint8)
+    Image.fromarray(square).save(images / "p.jpg", quality=90)
+    save_scene_fit(fits / "p.npz", _fit([0.0], width=H, height=H))
+    captions = tmp_path / "c.jsonl"
+    captions.write_text(json.dumps({"image": "p", "caption": "one person"}) + "\n")
+    jobs = [factory.job(raw) for raw in sources.folder_scenes(images, fits, captions, resolution=H)]
+    assert dataset.build_dataset(tmp_path / "out", jobs, include_sdxl=False)["written"] == 1
+    undecoded = dataset.open_split(tmp_path / "out", decode_image=False)[0]
+    assert undecoded["image"] == (images / "p.jpg").read_bytes()  # not re-encoded
+    got = dataset.open_split(tmp_path / "out")[0]
+    np.testing.assert_array_equal(got["image"], np.asarray(Image.open(images / "p.jpg")))  # = what was embedded
+    np.testing.assert_array_equal(got["original_size"], [H, H])
+    np.testing.assert_array_equal(got["crop_top_left"], [0, 0])

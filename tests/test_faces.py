@@ -5,6 +5,7 @@ import insightface.data
 import numpy as np
 import onnxruntime
 import pytest
+from insightface.utils import face_align
 
 from data_prep import faces, testing_face_models
 from tests.fixtures_faces import face_model_root  # noqa: F401  (pytest fixture)
@@ -122,3 +123,13 @@ def test_embed_reference_photo_reads_the_file_and_names_it_when_faceless(face_mo
     Image.fromarray(np.zeros_like(photo)).save(tmp_path / "dark.png")
     with pytest.raises(faces.NoFaceFoundError, match=r"dark\.png"):
         faces.embed_reference_photo(tmp_path / "dark.png", detector, embedder)
+
+
+def test_embed_face_equals_aligning_the_bgr_photo(face_model_root, photo):  # noqa: F811
+    """Aligning the RGB photo and flipping the 112 x 112 crop is exactly insightface's path on the BGR photo."""
+    rgb, kps = photo
+    embedder = faces.FaceEmbedder(face_model_root)
+    for shift in (0.0, 17.5, -31.25):
+        bgr_aligned = face_align.norm_crop(np.ascontiguousarray(rgb[..., ::-1]), kps + shift, image_size=112)
+        expected = np.asarray(embedder.model.get_feat(bgr_aligned), np.float32).reshape(-1)
+        np.testing.assert_array_equal(embedder.embed_face(rgb, kps + shift), expected)

@@ -177,11 +177,13 @@ def occlusion_boundaries(
 
 
 def shape_scene(cfg: ml_collections.ConfigDict, body: Any) -> tuple[Any, str]:
-    """The body-shape scene: one person, the held-out seed's first single-person synthetic scene."""
-    from data_prep.scenes import synthetic_scene
+    """The body-shape scene: one person, centred, at the world's camera distances (its own seed)."""
+    from data_prep.scenes import SceneLayout, posed_synthetic_scene
 
     rng = np.random.default_rng(cfg.seed + 20_000)
-    return synthetic_scene(rng, body, cfg.resolution, cfg.resolution, 1, 1)
+    layout = SceneLayout(tuple(cfg.data.camera_distance), anywhere=False)
+    fit, caption, _ = posed_synthetic_scene(rng, body, cfg.resolution, cfg.resolution, 1, 1, layout)
+    return fit, caption
 
 
 def shape_control(

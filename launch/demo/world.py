@@ -1,7 +1,7 @@
 """The demo's miniature world: its synthetic scenes, prepared through the real prep path, and what the later
 stages read back from the shards (photos and their ground truth).
 
-Scenes: `data_prep.scenes.synthetic_scene` (stand-in SMPL-X bodies in random plausible poses, 1-3 people
+Scenes: `data_prep.scenes.posed_synthetic_scene` (stand-in SMPL-X bodies in random plausible poses, 1-3 people
 side by side or one behind another) rendered by `data_prep.render` and shaded on gradient backgrounds.
 The training and held-out sets come from different seeds.
 """
