@@ -202,7 +202,8 @@ def scene_to_json(index: int, scene: RawScene) -> str:
 def scene_from_json(line: str) -> tuple[int, RawScene]:
     """(index, scene) from a `scene_to_json` line."""
     record = json.loads(line)
-    return int(record["index"]), _KINDS[record["kind"]](**record["fields"])
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record["fields"].items()}  # JSON has no tuples
+    return int(record["index"]), _KINDS[record["kind"]](**fields)
 
 
 def _files_by_stem(folder: pathlib.Path, suffixes: tuple[str, ...], what: str) -> dict[str, pathlib.Path]:

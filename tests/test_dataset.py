@@ -369,8 +369,8 @@ def test_a_photo_already_at_the_resolution_is_stored_as_its_own_bytes(tmp_path, 
     save_scene_fit(fits / "p.npz", _fit([0.0], width=H, height=H))
     captions = tmp_path / "c.jsonl"
     captions.write_text(json.dumps({"image": "p", "caption": "one person"}) + "\n")
-    jobs = [factory.job(raw) for raw in sources.folder_scenes(images, fits, captions, resolution=H)]
-    assert dataset.build_dataset(tmp_path / "out", jobs, include_sdxl=False)["written"] == 1
+    scenes = list(sources.folder_scenes(images, fits, captions, resolution=H))
+    assert _build(tmp_path / "out", scenes, factory)["written"] == 1
     undecoded = dataset.open_split(tmp_path / "out", decode_image=False)[0]
     assert undecoded["image"] == (images / "p.jpg").read_bytes()  # not re-encoded
     got = dataset.open_split(tmp_path / "out")[0]

@@ -11,7 +11,7 @@ import torch
 from data_prep import dataset
 from data_prep.encode_dataset import encode_dataset
 from tests.fixtures_sdxl import tiny_sdxl_dir  # noqa: F401  (pytest fixture)
-from tests.test_dataset import FakeBody, FakeRenderer, _fit, _raw
+from tests.test_dataset import FakeBody, FakeRenderer, _build, _fit, _raw
 
 
 @pytest.fixture()
@@ -20,7 +20,7 @@ def source_dir(tmp_path):
 
     factory = ExampleFactory(body=FakeBody(), make_renderer=FakeRenderer, max_people=3)
     raws = [_raw("a", _fit([0.0]), 1), _raw("b", _fit([-0.5, 0.5], seed=2), 2)]
-    dataset.build_dataset(tmp_path / "plain", [factory.job(r) for r in raws], include_sdxl=False)
+    _build(tmp_path / "plain", raws, factory)
     return tmp_path / "plain"
 
 
@@ -29,7 +29,7 @@ def test_encoded_copy_matches_diffusers_and_keeps_every_stored_field(source_dir,
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     report = encode_dataset(source_dir, tmp_path / "encoded", tiny_sdxl_dir)
-    assert report["written"] == 2 and report["encoded_from"]["data_dir"] == str(source_dir)
+    assert report["written"] == 2 and report["config"]["encoded_from"] == str(source_dir)
     before = dataset.open_split(source_dir)
     after = dataset.open_split(tmp_path / "encoded")
     assert set(after[0]) == set(dataset.features(True).keys())
@@ -57,6 +57,10 @@ def test_encoded_copy_matches_diffusers_and_keeps_every_stored_field(source_dir,
             np.testing.assert_allclose(new["prompt_embeds"], np.concatenate(hidden, -1), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(new["pooled_prompt_embeds"], out.text_embeds[0].numpy(), rtol=1e-5, atol=1e-6)
     assert dataset.load_empty_prompt(tmp_path / "encoded")["prompt_embeds"].shape == (77, 40)
+    # A rerun is the same dataset (reused); a different SDXL folder is another one (refused).
+    assert encode_dataset(source_dir, tmp_path / "encoded", tiny_sdxl_dir)["reused_existing"]
+    with pytest.raises(dataset.DatasetMismatchError):
+        encode_dataset(source_dir, tmp_path / "encoded", tmp_path / "other_sdxl")
 
 
 def test_encoding_into_the_source_folder_is_refused(source_dir, tiny_sdxl_dir):  # noqa: F811
