@@ -74,3 +74,8 @@ class SigtermAt:
         if step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(self.wait_s)
+
+
+def get_config():
+    """`config()` for launch commands in tests (`--config=tests/train_fixtures.py`)."""
+    return config()
