@@ -134,11 +134,12 @@ def test_url_workdir_is_refused(tmp_path):
 
 def test_restore_error_is_not_a_fresh_start(tmp_path):
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)  # a step folder with nothing restorable in it
-    (tmp_path / "config.json").write_text('{"the run": "that wrote step 4"}')
+    stored = fx.config().to_json_best_effort(indent=4)  # the run that wrote step 4 (a resume checks against it)
+    (tmp_path / "config.json").write_text(stored)
     with pytest.raises(Exception, match="restor"):
         _trainer(tmp_path)
     # export rebuilds the networks from config.json: a launch that could not resume must not replace it
-    assert (tmp_path / "config.json").read_text() == '{"the run": "that wrote step 4"}'
+    assert (tmp_path / "config.json").read_text() == stored
 
 
 @pytest.mark.parametrize(

@@ -26,12 +26,28 @@ def check_workdir(workdir: str | os.PathLike) -> None:
         )
 
 
+# Integer settings and their smallest valid value.
+_MIN_INTEGERS = (
+    ("train", "num_steps", 1),
+    ("train", "warmup_steps", 0),
+    ("data", "batch_size", 1),
+    ("data", "worker_count", 0),
+    ("checkpoint", "every_steps", 1),
+    ("checkpoint", "keep", 1),
+    ("log", "every_steps", 1),
+)
+
+
 def check_positive_settings(config: Any) -> None:
-    """Step intervals and counts that must be >= 1, and a learning rate that must be > 0."""
-    for section, name in (("checkpoint", "every_steps"), ("checkpoint", "keep"), ("log", "every_steps")):
+    """Step counts, intervals and sizes with a smallest valid value, a learning rate that must be > 0 and a
+    caption-dropout probability in [0, 1]."""
+    for section, name, least in _MIN_INTEGERS:
         value = config[section][name]
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"config {section}.{name}={value!r}; expected an integer >= 1")
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"config {section}.{name}={value!r}; expected an integer >= {least}")
+    dropout = config.data.caption_dropout
+    if not isinstance(dropout, int | float) or not 0 <= dropout <= 1:
+        raise ValueError(f"config data.caption_dropout={dropout!r}; expected a number in [0, 1]")
     rate = config.train.learning_rate
     if not isinstance(rate, int | float) or not rate > 0:
         raise ValueError(f"config train.learning_rate={rate!r}; expected a number > 0")

@@ -23,7 +23,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from personacraft_jax import atomic_write
 from personacraft_jax.data import loader as loader_lib
 from personacraft_jax.parallel import mesh as mesh_lib
 from personacraft_jax.parallel import sharding as sharding_lib
@@ -32,6 +31,7 @@ from personacraft_jax.train import checkpoint as checkpoint_lib
 from personacraft_jax.train import networks as networks_lib
 from personacraft_jax.train import optimizer as optimizer_lib
 from personacraft_jax.train import run_checks
+from personacraft_jax.train import run_config as run_config_lib
 from personacraft_jax.train import state as state_lib
 from personacraft_jax.train import step as step_lib
 from personacraft_jax.train.metrics_writer import MetricsWriter
@@ -171,6 +171,7 @@ class Trainer:
         run_checks.check_workdir(workdir)
         run_checks.check_positive_settings(config)
         run_checks.check_noise_schedule(config)
+        launch = run_config_lib.check_launch(workdir, config)  # a resume's config against the run's
         if jax.process_count() > 1 and not jax.config.jax_enable_preemption_service:
             raise ValueError(
                 "multi-process training stops on SIGTERM through JAX's preemption service; it is disabled "
@@ -244,10 +245,9 @@ class Trainer:
             )
             self.state = init(trainable)
         del trainable
-        # What launch.export rebuilds the networks from; written only now, so a launch whose config cannot
-        # restore the run's checkpoints leaves the run's config.json as it was.
-        if jax.process_index() == 0:
-            atomic_write.write_text(os.path.join(self.workdir, "config.json"), config.to_json_best_effort(indent=2))
+        # config.json (what launch.export rebuilds the networks from) and the config history; written only
+        # now, so a launch whose config cannot restore the run's checkpoints leaves them as they were.
+        launch.record()
         self._jitted = None  # compiled on the first batch, when the batch shapes are known
         self.flops_per_step: float | None = None
 
@@ -326,6 +326,7 @@ class Trainer:
                 if due_sample:
                     self.write_validation_samples(step, writer)
                 if due_save or stopping:
+                    _flush(writer)  # every checkpointed step's metrics are on disk before its checkpoint
                     self.save()
                 if due_sample or due_save or stopping:
                     last_done = time.perf_counter()  # the next step's time excludes sampling and saving
@@ -406,6 +407,13 @@ def _validation_sampler(config: Any, modules: Mapping[str, Any]) -> Any:
     sample_cfg.model.variant = config.model.get("variant")
     given = {name: module for name, module in modules.items() if name in ("unet", "scnet", "oben")}
     return ValidationSampler(sample_cfg, os.path.expanduser(config.log.sample_scene), **given)
+
+
+def _flush(writer: Any) -> None:
+    """Flushes `writer` to disk; writers without a `flush` (in-memory test sinks) have nothing to flush."""
+    flush = getattr(writer, "flush", None)
+    if flush is not None:
+        flush()
 
 
 def _gather_strings(local: str) -> list[str]:
