@@ -21,6 +21,7 @@ key by key (dotted paths), before any network is built:
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import os
 from collections.abc import Mapping
@@ -34,17 +35,16 @@ from personacraft_jax import atomic_write
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "config_history.jsonl"
 
-# Keys a resume may change: exact dotted paths, or a prefix ending in "." for a whole section.
+# Keys a resume may change (dotted paths; fnmatch patterns, so "log.*" is the whole section).
 RESUMABLE = (
     "train.num_steps",
     "train.learning_rate",
     "train.end_lr",
-    "checkpoint.",
-    "log.",
-    "mesh.",
-    "mesh_dcn.",
-    "sharding_rules",
-    "sharding_rules.",
+    "checkpoint.*",
+    "log.*",
+    "mesh.*",
+    "mesh_dcn.*",
+    "sharding_rules*",
     "model.attention",
     "model.remat",
 )
@@ -110,7 +110,7 @@ def latest_checkpoint_step(directory: str | os.PathLike) -> int | None:
 
 def is_resumable(key: str) -> bool:
     """Whether a resume may change the dotted config key `key` (see `RESUMABLE`)."""
-    return any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in RESUMABLE)
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in RESUMABLE)
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -139,8 +139,8 @@ def _refusal(workdir: str, step: int, refused: Mapping[str, tuple[Any, Any]]) ->
     listed = "".join(f"\n  {_shown(key, old, new)}" for key, (old, new) in refused.items())
     return (
         f"{os.path.join(workdir, CONFIG_FILE)}: resuming at step {step} with settings that would make a "
-        f"different run:{listed}\nA resume may change only {', '.join(RESUMABLE)} (a trailing '.': the whole "
-        "section). Keep the run's settings, or start a new --workdir."
+        f"different run:{listed}\nA resume may change only {', '.join(RESUMABLE)}. Keep the run's settings, "
+        "or start a new --workdir."
     )
 
 
