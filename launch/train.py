@@ -3,8 +3,10 @@
     python -m launch.train --config=configs/train_tiny.py --workdir=DIR \
         --config.data.data_dir=DATA_DIR [--config.x=y ...]
 
-Writes `DIR/checkpoints/` (orbax; the run resumes from the latest one), `DIR/tensorboard/` and
-`DIR/config.json`. Multi-host (TPU pod slices, SLURM): every process runs the same command;
+Writes `DIR/checkpoints/` (orbax; the run resumes from the latest one), `DIR/tensorboard/` (flushed before
+each checkpoint), `DIR/config.json` (the latest launch's config) and `DIR/config_history.jsonl` (each config
+the run used, with the step it began at). A resume may change only the settings
+`personacraft_jax.train.run_config.RESUMABLE` lists; any other change is refused. Multi-host (TPU pod slices, SLURM): every process runs the same command;
 `jax.distributed.initialize()` is called when the environment describes a multi-process job (see
 launch/tpu_pod.sh and launch/slurm_multinode.sbatch).
 """
