@@ -146,6 +146,10 @@ def test_resume_needs_num_steps_not_below_the_resumed_step(run_at_step_3, tmp_pa
 
 def test_resume_logs_and_records_allowed_changes(run_at_step_3, tmp_path, caplog):
     workdir = _copy(run_at_step_3[0], tmp_path)
+    older = json.loads((workdir / "config.json").read_text())
+    del older["train"]["eps"]  # as if the run began before this code had train.eps ...
+    older["train"]["retired"] = 1  # ... and had a key it no longer has
+    (workdir / "config.json").write_text(json.dumps(older))
     cfg = _config(num_steps=300, learning_rate=5e-4)
     cfg.checkpoint.every_steps = 5
     cfg.log.every_steps = 3
@@ -153,7 +157,13 @@ def test_resume_logs_and_records_allowed_changes(run_at_step_3, tmp_path, caplog
         trainer = _trainer(workdir, cfg)
     trainer.close()
     assert trainer.step == 3
-    for line in ("train.learning_rate: 0.001 -> 0.0005", "train.num_steps: 200 -> 300", "log.every_steps: 10 -> 3"):
+    for line in (
+        "train.learning_rate: 0.001 -> 0.0005",
+        "train.num_steps: 200 -> 300",
+        "log.every_steps: 10 -> 3",
+        "train.eps: <missing> -> 1e-08",
+        "train.retired: 1 -> <missing>",
+    ):
         assert line in caplog.text
     stored = json.loads((workdir / "config.json").read_text())
     assert stored["train"]["learning_rate"] == 5e-4 and stored["checkpoint"]["every_steps"] == 5
@@ -161,6 +171,7 @@ def test_resume_logs_and_records_allowed_changes(run_at_step_3, tmp_path, caplog
     assert [entry["step"] for entry in history] == [0, 3]
     assert history[1]["config"] == stored
     assert history[1]["changes"]["train.learning_rate"] == [0.001, 0.0005]
+    assert history[1]["changes"]["train.retired"] == [1, "<missing>"]
     assert history[0]["config"]["train"]["learning_rate"] == 0.001
     _trainer(workdir, cfg).close()  # the same config again: nothing new to record
     assert len((workdir / "config_history.jsonl").read_text().splitlines()) == 2

@@ -14,6 +14,8 @@ key by key (dotted paths), before any network is built:
   - `checkpoint.*`, `log.*`: how often the run saves and logs, and its validation samples;
   - `mesh.*`, `mesh_dcn.*`, `sharding_rules.*`, `model.attention`, `model.remat`: how the same computation is
     laid out on the devices (a checkpoint restores onto any mesh);
+- a key that only one of the two configs has comes from a code update that added or removed a setting:
+  allowed and logged (shown as `<missing>` on the side without it);
 - any other change (batch size, data, model, optimizer, seed, ...) would continue a different run under
   the same name: it is refused with every such key as `key: old -> new`. Start a new workdir instead.
 """
@@ -91,7 +93,7 @@ def check_launch(workdir: str | os.PathLike, config: Any) -> Launch:
             f"({workdir}); give num_steps >= {step} to continue it, or a new --workdir"
         )
     changes = differences(_read_config(workdir, step), new)
-    refused = {key: change for key, change in changes.items() if not is_resumable(key)}
+    refused = {key: change for key, change in changes.items() if not (is_resumable(key) or _MISSING in change)}
     if refused:
         raise ValueError(_refusal(workdir, step, refused))
     for key, (old, value) in changes.items():
