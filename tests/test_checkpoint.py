@@ -64,7 +64,9 @@ def test_an_explicitly_chosen_good_step_restores(tmp_path):
     _flip_middle(_largest_file(tmp_path / "4"))
     checkpointer = checkpoint_lib.Checkpointer(tmp_path, keep=3)
     state, data = checkpointer.restore(2, _target(_state(0)))
-    np.testing.assert_array_equal(state.params["scnet"]["conv"]["kernel"], _state(2, 2.0).params["scnet"]["conv"]["kernel"])
+    np.testing.assert_array_equal(
+        state.params["scnet"]["conv"]["kernel"], _state(2, 2.0).params["scnet"]["conv"]["kernel"]
+    )
     assert data == {"process_0": "at 2"}
     checkpointer.close()
 
@@ -73,7 +75,9 @@ def test_a_step_without_its_manifest_is_refused(tmp_path):
     _saved(tmp_path, (2, 4))
     (tmp_path / "4" / checkpoint_lib.MANIFEST_NAME).unlink()
     checkpointer = checkpoint_lib.Checkpointer(tmp_path, keep=3)
-    with pytest.raises(checkpoint_lib.CheckpointError, match=r"step 4 .*has no checksum manifest.*verified steps: \[2\]"):
+    with pytest.raises(
+        checkpoint_lib.CheckpointError, match=r"step 4 .*has no checksum manifest.*verified steps: \[2\]"
+    ):
         checkpointer.restore(None, _target(_state(0)))
     checkpointer.close()
 
@@ -82,7 +86,9 @@ def test_added_and_removed_files_are_named(tmp_path):
     _saved(tmp_path, (2,))
     (tmp_path / "2" / "state" / "stray").write_text("x")
     checkpointer = checkpoint_lib.Checkpointer(tmp_path, keep=3)
-    with pytest.raises(checkpoint_lib.CheckpointError, match=r"step 2 .*state/stray: not in the manifest.*verified steps: \[\]"):
+    with pytest.raises(
+        checkpoint_lib.CheckpointError, match=r"step 2 .*state/stray: not in the manifest.*verified steps: \[\]"
+    ):
         checkpointer.restore(None, _target(_state(0)))
     (tmp_path / "2" / "state" / "stray").unlink()
     (tmp_path / "2" / "data" / "metadata").unlink()
@@ -95,7 +101,9 @@ def test_non_finite_state_is_not_saved_and_the_last_finite_step_is_kept(tmp_path
     checkpointer = checkpoint_lib.Checkpointer(tmp_path, keep=1)
     checkpointer.save(2, _state(2), {"process_0": "at 2"})
     bad = _state(4)
-    bad = bad.replace(params={"scnet": {"conv": {"kernel": bad.params["scnet"]["conv"]["kernel"].at[3, 5].set(jnp.nan)}}})
+    bad = bad.replace(
+        params={"scnet": {"conv": {"kernel": bad.params["scnet"]["conv"]["kernel"].at[3, 5].set(jnp.nan)}}}
+    )
     with pytest.raises(checkpoint_lib.CheckpointError, match=r"refusing to save step 4: .*scnet.*conv.*kernel"):
         checkpointer.save(4, bad, {"process_0": "at 4"})
     checkpointer.wait()
