@@ -141,6 +141,33 @@ def test_restore_error_is_not_a_fresh_start(tmp_path):
     assert (tmp_path / "config.json").read_text() == '{"the run": "that wrote step 4"}'
 
 
+def test_corrupt_latest_step_stops_the_resume_and_restore_step_chooses_a_good_one(tmp_path):
+    from personacraft_jax.train import checkpoint as checkpoint_lib
+
+    first = _trainer(tmp_path)
+    first.train(4)  # checkpoints at steps 2 and 4
+    at_four = _params(first)
+    first.close()
+    step_dir = tmp_path / "checkpoints" / "4"
+    largest = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2 : len(data) // 2 + 64])
+    largest.write_bytes(bytes(data))
+    name = largest.relative_to(step_dir).as_posix()
+    with pytest.raises(checkpoint_lib.CheckpointError, match=rf"step 4 .*{name}.*verified steps: \[2\]"):
+        _trainer(tmp_path)
+    cfg = fx.config()
+    cfg.checkpoint.restore_step = 2
+    resumed = _trainer(tmp_path, cfg)
+    assert resumed.step == 2
+    assert resumed.checkpointer.all_steps() == [2] and (tmp_path / "checkpoints" / "set_aside" / "4").is_dir()
+    resumed.train(2)
+    resumed.close()
+    assert resumed.checkpointer.verified_steps() == [2, 4]
+    for a, b in zip(_params(resumed), at_four, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "scheduler, message",
     [
