@@ -267,6 +267,41 @@ def test_export_loads_in_diffusers_with_the_same_outputs(straight_run, tmp_path)
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
+@pytest.fixture(scope="module")
+def tiny_scnet():
+    from personacraft_jax.train import networks
+
+    return networks.build_networks(fx.config().model, ("scnet",), ("scnet",), 0)["scnet"]
+
+
+def test_export_refuses_non_finite_weights_naming_the_parameter(tiny_scnet, tmp_path):
+    from flax import nnx
+
+    from personacraft_jax.train import export
+
+    bad = nnx.clone(tiny_scnet)
+    path, var = list(nnx.to_flat_state(nnx.state(bad, nnx.Param)))[3]
+    value = var.get_value()
+    nnx.update(bad, nnx.from_flat_state([(path, var.replace(value.at[(0,) * value.ndim].set(np.nan)))]))
+    name = "scnet." + ".".join(map(str, path))
+    with pytest.raises(ValueError, match=rf"{name}: 1 of {value.size} values are not finite"):
+        export.export_flax({"scnet": bad}, tmp_path / "flax")
+    with pytest.raises(ValueError, match=rf"{name}: 1 of {value.size} values are not finite"):
+        export.export_diffusers({"scnet": bad}, tmp_path / "export")
+    assert not (tmp_path / "flax" / "scnet.flax.safetensors").exists() and not (tmp_path / "export").exists()
+
+
+def test_export_flax_replaces_a_file_only_with_overwrite(tiny_scnet, tmp_path):
+    from personacraft_jax.train import export
+
+    (path,) = export.export_flax({"scnet": tiny_scnet}, tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match=r"scnet\.flax\.safetensors exists; pass overwrite=True"):
+        export.export_flax({"scnet": tiny_scnet}, tmp_path)
+    assert export.export_flax({"scnet": tiny_scnet}, tmp_path, overwrite=True) == [path]
+    assert path.read_bytes() == before
+
+
 def nnx_params(module):
     from flax import nnx
 
