@@ -18,7 +18,7 @@ from launch import entry
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "The training run's workdir (with checkpoints/, config.json).")
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output folders.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output folders and Flax files.")
 _SDXL_BASE = flags.DEFINE_string(
     "sdxl_base",
     None,
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
     for folder in export.export_diffusers(nets, _OUT.value, overwrite=_OVERWRITE.value):
         logging.info("wrote %s", folder)
         print(f"diffusers {'UNet' if folder.name == 'unet' else 'ControlNet'}: {folder}")
-    for path in export.export_flax(nets, f"{_OUT.value}/flax"):
+    for path in export.export_flax(nets, f"{_OUT.value}/flax", overwrite=_OVERWRITE.value):
         print(f"Flax parameters: {path}")
     base = _SDXL_BASE.value or config.model.get("sdxl_folder")
     if "unet" in nets and base:
