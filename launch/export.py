@@ -6,7 +6,9 @@ Writes `DIR/<net>/` (diffusers ControlNetModel, or UNet2DConditionModel for a tr
 diffusion_pytorch_model.safetensors) for each trainable net of the run and `DIR/flax/<net>.flax.safetensors`
 + `<net>.config.json`. A run that trained the UNet also gets `DIR/sdxl/`: a whole SDXL folder (the base's
 text encoders, tokenizers, scheduler and VAE with the trained UNet), for `model.sdxl_folder` or diffusers'
-`StableDiffusionXLPipeline.from_pretrained`.
+`StableDiffusionXLPipeline.from_pretrained`. Existing output folders and Flax files are replaced only with
+--overwrite; a checkpoint step that fails its checksum verification, or non-finite weights, stop the export
+(the error lists the steps that verify, for --step).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@
   folder's text encoders, tokenizers, scheduler and VAE with the trained UNet);
 - JAX: one `<name>.flax.safetensors` per net with the NNX parameter paths as keys ('a.0.b.kernel', Flax
   layouts) plus `<name>.config.json`, for loading without orbax (`load_flax_params`).
+
+The checkpoint is verified against its checksum manifest before it is read; weights with a NaN or an inf
+are refused (ValueError naming the parameter), and existing outputs are replaced only with `overwrite`.
 """
 
 from __future__ import annotations
