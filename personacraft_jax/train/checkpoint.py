@@ -99,6 +99,14 @@ def non_finite_leaves(tree: Any) -> list[str]:
     return [jax.tree_util.keystr(path, simple=True, separator=".") for (path, _), ok in zip(leaves, finite) if not ok]
 
 
+def _barrier(name: str) -> None:
+    """With several processes: waits until all of them get here (what the primary wrote is then visible)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs carrying the target shardings, the form `restore` takes."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
@@ -152,6 +160,8 @@ class Checkpointer:
         if jax.process_index() == 0:
             for step in steps:
                 write_manifest(self.step_dir(step))
+        if steps:  # every process saved the same steps, so all of them get here
+            _barrier(f"checkpoint manifests {steps}")
 
     def verified_steps(self) -> list[int]:
         """The steps whose files match their manifests."""
@@ -198,10 +208,7 @@ class Checkpointer:
             for s, target in targets.items():
                 target.parent.mkdir(exist_ok=True)
                 os.replace(self.step_dir(s), target)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(f"checkpoint set aside after {step}")
+        _barrier(f"checkpoint set aside after {step}")
         self._manager.reload()
         return newer
 
