@@ -7,12 +7,15 @@ with a different number of processes is an error (per-process iterator states ca
 parameters themselves restore onto any mesh. Saves are atomic (orbax writes to a temporary directory
 and renames it when complete); `keep` bounds how many are kept.
 
-Integrity: once a step's save is complete, the primary process writes `<step>/checksums.json` (SHA-256 of
-every other file of the step folder, written atomically; orbax ignores it and deletes it with its step).
-Every restore first checks the step against it: a changed, missing or unlisted file, or a complete step
-without a manifest (e.g. a run killed between orbax's commit and the manifest), is a CheckpointError naming
-the step, the file and the steps that do verify. A non-finite state is never saved (`save` raises, naming
-the step and the leaves), so `keep` rotation can never drop the last finite checkpoint for a non-finite one.
+Integrity: once a step's save is complete (at the next save, `wait` or `close`), the primary process writes
+`<step>/checksums.json`: the SHA-256 of every other file of the step folder, written atomically (orbax
+ignores the file and deletes it with its step). Every restore first checks the step against it: a changed,
+missing or unlisted file, or a complete step without a manifest (a run killed between orbax's commit and
+the manifest, or a step saved before manifests existed), is a CheckpointError naming the step, the file
+and the steps that do verify; `restore(step=...)` (config `checkpoint.restore_step`, `launch.export
+--step`) restores one of those on purpose, and `write_manifest` accepts a step one trusts as it is.
+Non-finite states are never saved: `save` raises, naming the step and the leaves, and leaves the saved
+steps as they are, so `keep` rotation can never drop the last finite checkpoint for a non-finite one.
 
 Restores go into *target* shardings (any mesh), and every failure is an error: a missing directory item,
 a mismatched structure or shape never turns into a silent fresh start.
@@ -67,7 +70,10 @@ def manifest_problems(step_dir: pathlib.Path) -> list[str]:
     """What does not match `step_dir`'s manifest ('<file>: <what>'); empty when the step verifies."""
     path = step_dir / MANIFEST_NAME
     if not path.is_file():
-        return [f"has no checksum manifest {path}"]
+        return [
+            f"no checksum manifest {path} (a run stopped between orbax's commit and the manifest, or a step saved "
+            "before manifests existed, leaves none; `write_manifest(<step dir>)` accepts a step you trust as it is)"
+        ]
     try:
         expected = json.loads(path.read_text())["sha256"]
     except (ValueError, KeyError, TypeError) as e:
@@ -169,8 +175,8 @@ class Checkpointer:
         return [step for step in self.all_steps() if not manifest_problems(self.step_dir(step))]
 
     def verify(self, step: int) -> None:
-        """Raises CheckpointError unless checkpoint `step`'s files match its manifest; the error names the
-        files and the steps that verify, and how to restore one of those instead."""
+        """Raises CheckpointError unless checkpoint `step`'s files match its manifest (each process reads them
+        all); the error names the files and the steps that verify, and how to restore one of those instead."""
         self._record_finished()
         problems = manifest_problems(self.step_dir(step))
         if problems:
