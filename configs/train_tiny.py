@@ -78,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
 
     c.checkpoint = ml_collections.ConfigDict({"every_steps": 100, "keep": 3, "async_save": True})
+    # Resume from this step instead of the latest (e.g. one the "fails verification" error lists as verified);
+    # newer steps are moved to checkpoints/set_aside/. A one-off: drop it once the run has resumed, or a
+    # relaunch goes back to this step again (and stops when set_aside/ already holds the newer steps).
+    c.checkpoint.restore_step = config_dict.placeholder(int)
     c.log = ml_collections.ConfigDict({"every_steps": 10})
     # Validation samples in TensorBoard every K steps (0 = off): the scene file is sampled with the current
     # SCNet / OBEN; needs model.sdxl_folder (VAE, text encoders, tokenizers). Sampler options in log.sample.

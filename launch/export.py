@@ -6,7 +6,9 @@ Writes `DIR/<net>/` (diffusers ControlNetModel, or UNet2DConditionModel for a tr
 diffusion_pytorch_model.safetensors) for each trainable net of the run and `DIR/flax/<net>.flax.safetensors`
 + `<net>.config.json`. A run that trained the UNet also gets `DIR/sdxl/`: a whole SDXL folder (the base's
 text encoders, tokenizers, scheduler and VAE with the trained UNet), for `model.sdxl_folder` or diffusers'
-`StableDiffusionXLPipeline.from_pretrained`.
+`StableDiffusionXLPipeline.from_pretrained`. Existing output folders and Flax files are replaced only with
+--overwrite; a checkpoint step that fails its checksum verification, or non-finite weights, stop the export
+(the error lists the steps that verify, for --step).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from launch import entry
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "The training run's workdir (with checkpoints/, config.json).")
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output folders.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output folders and Flax files.")
 _SDXL_BASE = flags.DEFINE_string(
     "sdxl_base",
     None,
@@ -36,7 +38,7 @@ def main(argv: list[str]) -> None:
     for folder in export.export_diffusers(nets, _OUT.value, overwrite=_OVERWRITE.value):
         logging.info("wrote %s", folder)
         print(f"diffusers {'UNet' if folder.name == 'unet' else 'ControlNet'}: {folder}")
-    for path in export.export_flax(nets, f"{_OUT.value}/flax"):
+    for path in export.export_flax(nets, f"{_OUT.value}/flax", overwrite=_OVERWRITE.value):
         print(f"Flax parameters: {path}")
     base = _SDXL_BASE.value or config.model.get("sdxl_folder")
     if "unet" in nets and base:

@@ -13,6 +13,21 @@ from typing import Any
 from tqdm import tqdm
 
 
+class _LogLines:
+    """A stream for tqdm that turns its carriage-return redraws into whole lines (for log files)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip("\n")
+        if line.strip():
+            self._stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
 def progress_bar(total: int | None, desc: str, unit: str = "it", log_interval_s: float = 30.0, **kwargs: Any) -> tqdm:
     """A tqdm bar over `total` units (None = unknown) labelled `desc`."""
     interactive = sys.stderr.isatty()
@@ -23,5 +38,6 @@ def progress_bar(total: int | None, desc: str, unit: str = "it", log_interval_s:
         mininterval=0.2 if interactive else log_interval_s,
         maxinterval=max(10.0, log_interval_s) if not interactive else 10.0,
         dynamic_ncols=interactive,
+        **({} if interactive or "file" in kwargs else {"file": _LogLines(sys.stderr)}),
         **kwargs,
     )

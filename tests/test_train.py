@@ -142,6 +142,33 @@ def test_restore_error_is_not_a_fresh_start(tmp_path):
     assert (tmp_path / "config.json").read_text() == stored
 
 
+def test_corrupt_latest_step_stops_the_resume_and_restore_step_chooses_a_good_one(tmp_path):
+    from personacraft_jax.train import checkpoint as checkpoint_lib
+
+    first = _trainer(tmp_path)
+    first.train(4)  # checkpoints at steps 2 and 4
+    at_four = _params(first)
+    first.close()
+    step_dir = tmp_path / "checkpoints" / "4"
+    largest = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2 : len(data) // 2 + 64])
+    largest.write_bytes(bytes(data))
+    name = largest.relative_to(step_dir).as_posix()
+    with pytest.raises(checkpoint_lib.CheckpointError, match=rf"step 4 .*{name}.*verified steps: \[2\]"):
+        _trainer(tmp_path)
+    cfg = fx.config()
+    cfg.checkpoint.restore_step = 2
+    resumed = _trainer(tmp_path, cfg)
+    assert resumed.step == 2
+    assert resumed.checkpointer.all_steps() == [2] and (tmp_path / "checkpoints" / "set_aside" / "4").is_dir()
+    resumed.train(2)
+    resumed.close()
+    assert resumed.checkpointer.verified_steps() == [2, 4]
+    for a, b in zip(_params(resumed), at_four, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "scheduler, message",
     [
@@ -239,6 +266,41 @@ def test_export_loads_in_diffusers_with_the_same_outputs(straight_run, tmp_path)
     reloaded = export.load_flax_params(nets["scnet"], flax_file)
     for a, b in zip(jax.tree.leaves(nnx_params(reloaded)), trained, strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+@pytest.fixture(scope="module")
+def tiny_scnet():
+    from personacraft_jax.train import networks
+
+    return networks.build_networks(fx.config().model, ("scnet",), ("scnet",), 0)["scnet"]
+
+
+def test_export_refuses_non_finite_weights_naming_the_parameter(tiny_scnet, tmp_path):
+    from flax import nnx
+
+    from personacraft_jax.train import export
+
+    bad = nnx.clone(tiny_scnet)
+    path, var = list(nnx.to_flat_state(nnx.state(bad, nnx.Param)))[3]
+    value = var.get_value()
+    nnx.update(bad, nnx.from_flat_state([(path, var.replace(value.at[(0,) * value.ndim].set(np.nan)))]))
+    name = "scnet." + ".".join(map(str, path))
+    with pytest.raises(ValueError, match=rf"{name}: 1 of {value.size} values are not finite"):
+        export.export_flax({"scnet": bad}, tmp_path / "flax")
+    with pytest.raises(ValueError, match=rf"{name}: 1 of {value.size} values are not finite"):
+        export.export_diffusers({"scnet": bad}, tmp_path / "export")
+    assert not (tmp_path / "flax" / "scnet.flax.safetensors").exists() and not (tmp_path / "export").exists()
+
+
+def test_export_flax_replaces_a_file_only_with_overwrite(tiny_scnet, tmp_path):
+    from personacraft_jax.train import export
+
+    (path,) = export.export_flax({"scnet": tiny_scnet}, tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match=r"scnet\.flax\.safetensors.* already there; pass overwrite=True"):
+        export.export_flax({"scnet": tiny_scnet}, tmp_path)
+    assert export.export_flax({"scnet": tiny_scnet}, tmp_path, overwrite=True) == [path]
+    assert path.read_bytes() == before
 
 
 def nnx_params(module):

@@ -8,7 +8,7 @@ demo's evaluation: everything it reports about generated images goes through thi
 conditioning the sampler was fed.
 
 Architecture: a 3-level encoder-decoder (3x3 convs, GroupNorm, SiLU, stride-2 downsampling, nearest
-upsampling with skip concatenation), 2 output logits per pixel. Input NHWC in [-1, 1], H and W multiples of 4.
+upsampling with skip concatenation), 2 output logits per pixel. Input: the NHWC image in [-1, 1] and its difference from each row's median colour (`_to_input`); H, W multiples of 4.
 Loss: binary cross-entropy per map; boundary pixels are up-weighted by `edge_weight` (they are rare).
 """
 
@@ -57,7 +57,7 @@ class PersonReader(nnx.Module):
 
     def __init__(self, widths: tuple[int, int, int] = (16, 32, 64), *, rngs: nnx.Rngs):
         a, b, c = widths
-        self.enc1 = _ConvBlock(3, a, rngs=rngs)
+        self.enc1 = _ConvBlock(INPUT_CHANNELS, a, rngs=rngs)
         self.enc2 = _ConvBlock(a, b, stride=2, rngs=rngs)
         self.enc3 = _ConvBlock(b, c, stride=2, rngs=rngs)
         self.dec2 = _ConvBlock(c + b, b, rngs=rngs)
@@ -82,8 +82,14 @@ def reader_loss(logits: jax.Array, foreground: jax.Array, edges: jax.Array, edge
     return jnp.mean(fg) + jnp.mean(edge)
 
 
+INPUT_CHANNELS = 6
+
+
 def _to_input(images: np.ndarray) -> np.ndarray:
-    return np.asarray(images, np.float32) / 127.5 - 1.0
+    """(N, H, W, 3) uint8 -> (N, H, W, 6) float32 in about [-1, 1]: the image, and its difference from each
+    row's median colour (the synthetic backgrounds are constant along rows: a person stands out there)."""
+    x = np.asarray(images, np.float32) / 127.5 - 1.0
+    return np.concatenate([x, x - np.median(x, axis=2, keepdims=True)], axis=-1)
 
 
 def train_reader(

@@ -206,9 +206,9 @@ class StepProgress:
             self.bar.update(step + 1 - self.bar.n)
 
     def start(self, total: int) -> None:
-        from tqdm import tqdm
+        from personacraft_jax.progress import progress_bar
 
-        self.bar = tqdm(total=total, desc="[sample] denoising", unit="step")
+        self.bar = progress_bar(total, "[sample] denoising", unit="step")
 
     def close(self) -> None:
         import jax

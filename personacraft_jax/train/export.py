@@ -6,6 +6,9 @@
   folder's text encoders, tokenizers, scheduler and VAE with the trained UNet);
 - JAX: one `<name>.flax.safetensors` per net with the NNX parameter paths as keys ('a.0.b.kernel', Flax
   layouts) plus `<name>.config.json`, for loading without orbax (`load_flax_params`).
+
+The checkpoint is verified against its checksum manifest before it is read; weights with a NaN or an inf
+are refused (ValueError naming the parameter), and existing outputs are replaced only with `overwrite`.
 """
 
 from __future__ import annotations
@@ -60,19 +63,35 @@ def restore_trained_nets(config: Any, workdir: str | os.PathLike, step: int | No
     return {name: nets.module(name, restored[name]) for name in step_cfg.trainable}
 
 
+def check_finite(nets: dict[str, nnx.Module]) -> None:
+    """Raises ValueError naming every parameter ('<net>.<NNX path>') that holds a NaN or an infinity."""
+    bad = []
+    for name, net in nets.items():
+        for key, value in _flat(net).items():
+            count = int(np.count_nonzero(~np.isfinite(value))) if np.issubdtype(value.dtype, np.inexact) else 0
+            if count:
+                bad.append(f"{name}.{key}: {count} of {value.size} values are not finite")
+    if bad:
+        raise ValueError(f"refusing to export non-finite weights: {'; '.join(bad[:10])}")
+
+
 def export_diffusers(
     nets: dict[str, nnx.Module], out: str | os.PathLike, overwrite: bool = False
 ) -> list[pathlib.Path]:
-    """Writes each net as `out/<name>/` (a diffusers ControlNetModel or UNet2DConditionModel folder, fp32)."""
+    """Writes each net as `out/<name>/` (a diffusers ControlNetModel or UNet2DConditionModel folder, fp32);
+    ValueError for non-finite weights (`check_finite`)."""
+    check_finite(nets)
     return [save_pretrained(net, pathlib.Path(out) / name, overwrite=overwrite) for name, net in nets.items()]
 
 
 def export_sdxl(
     nets: dict[str, nnx.Module], base: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False
 ) -> pathlib.Path:
-    """Writes `out`: the diffusers SDXL folder `base` with its `unet/` replaced by the run's trained UNet."""
+    """Writes `out`: the diffusers SDXL folder `base` with its `unet/` replaced by the run's trained UNet
+    (ValueError for non-finite weights)."""
     if "unet" not in nets:
         raise ValueError(f"export_sdxl: the run did not train the UNet (trained nets: {sorted(nets)})")
+    check_finite({"unet": nets["unet"]})
     return write_pipeline_folder(base, out, {"unet": nets["unet"]}, overwrite=overwrite)
 
 
@@ -83,9 +102,19 @@ def _flat(module: nnx.Module) -> dict[str, np.ndarray]:
     }
 
 
-def export_flax(nets: dict[str, nnx.Module], out: str | os.PathLike) -> list[pathlib.Path]:
-    """Writes `out/<name>.flax.safetensors` (NNX paths, Flax layouts) and `out/<name>.config.json`."""
+def export_flax(nets: dict[str, nnx.Module], out: str | os.PathLike, overwrite: bool = False) -> list[pathlib.Path]:
+    """Writes `out/<name>.flax.safetensors` (NNX paths, Flax layouts) and `out/<name>.config.json`.
+    FileExistsError when one of those files exists and not `overwrite` (checked before anything is written);
+    ValueError for non-finite weights (`check_finite`)."""
+    check_finite(nets)
     out = pathlib.Path(out)
+    existing = [str(out / f"{name}{suffix}") for name in nets for suffix in (".flax.safetensors", ".config.json")]
+    existing = [path for path in existing if os.path.lexists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"export_flax: {', '.join(existing)} already there; pass overwrite=True (launch.export --overwrite) "
+            "to replace them"
+        )
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, net in nets.items():

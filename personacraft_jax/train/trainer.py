@@ -1,9 +1,11 @@
 """The training loop: mesh, networks, sharded state, data, the jitted step, checkpoints and metrics.
 
 One `Trainer` = one run in `workdir` (`config.json`, `checkpoints/`, `tensorboard/`). If `workdir` has a checkpoint the
-run resumes from it (parameters, optimizer, step, RNG, data-iterator position) into this run's mesh; a
-checkpoint that cannot be restored is an error, never a fresh start. SIGTERM (preemption) saves a
-checkpoint at the next step boundary and returns (with several processes: at one step all of them agree on).
+run resumes from the latest one, or from `checkpoint.restore_step` (parameters, optimizer, step, RNG,
+data-iterator position) into this run's mesh; a checkpoint that cannot be restored or fails its checksum
+verification is an error, never a fresh start. A non-finite train state is never saved (CheckpointError).
+SIGTERM (preemption) saves a checkpoint at the next step boundary and returns (with several processes: at
+one step all of them agree on).
 """
 
 from __future__ import annotations
@@ -226,18 +228,9 @@ class Trainer:
         )
         self.iterator = iter(self.loader)
         self._last_saved_step: int | None = None  # the step of the last checkpoint written or restored
-        if self.checkpointer.latest_step() is not None:
-            target = checkpoint_lib.abstract_with_shardings(abstract, self.state_shardings)
-            self.state, data_state = self.checkpointer.restore(None, target)
-            own = f"process_{jax.process_index()}"
-            if own not in data_state or len(data_state) != jax.process_count():
-                raise checkpoint_lib.CheckpointError(
-                    f"{self.checkpointer.directory}: the checkpoint holds data-iterator states of {sorted(data_state)}; "
-                    f"this run has {jax.process_count()} processes (resume with the same number of processes)"
-                )
-            self.iterator.set_state(data_state[own].encode())
-            self._last_saved_step = int(self.state.step)
-            logging.info("resumed from %s at step %d", self.checkpointer.directory, int(self.state.step))
+        restore_step = config.checkpoint.get("restore_step")
+        if restore_step is not None or self.checkpointer.latest_step() is not None:
+            self._resume(restore_step, abstract)
         else:
             init = jax.jit(
                 lambda p: state_lib.init_train_state(p, self.optimizer, int(config.seed)),
@@ -252,6 +245,31 @@ class Trainer:
         self.flops_per_step: float | None = None
 
     # ------------------------------------------------------------------------------------------------
+    def _resume(self, restore_step: int | None, abstract: Any) -> None:
+        """Restores the verified checkpoint `restore_step` (None = the latest) with the data-iterator position;
+        an explicit `restore_step` sets the newer checkpoints aside (checkpoints/set_aside/<step>)."""
+        target = checkpoint_lib.abstract_with_shardings(abstract, self.state_shardings)
+        self.state, data_state = self.checkpointer.restore(restore_step, target)
+        own = f"process_{jax.process_index()}"
+        if own not in data_state or len(data_state) != jax.process_count():
+            raise checkpoint_lib.CheckpointError(
+                f"{self.checkpointer.directory}: the checkpoint holds data-iterator states of {sorted(data_state)}; "
+                f"this run has {jax.process_count()} processes (resume with the same number of processes)"
+            )
+        self.iterator.set_state(data_state[own].encode())
+        self._last_saved_step = int(self.state.step)
+        if restore_step is not None:
+            newer = self.checkpointer.set_aside_steps_after(restore_step)
+            if newer:
+                logging.warning(
+                    "config checkpoint.restore_step=%d: moved the newer steps %s to %s/%s",
+                    restore_step,
+                    newer,
+                    self.checkpointer.directory,
+                    checkpoint_lib.SET_ASIDE_NAME,
+                )
+        logging.info("resumed from %s at step %d", self.checkpointer.directory, int(self.state.step))
+
     def _compile(self, batch: Mapping[str, jax.Array]) -> None:
         batch_shardings = {k: v.sharding for k, v in batch.items()}
         jitted = jit_train_step(self._step_fn, self.state_shardings, self.frozen_shardings, batch_shardings)
