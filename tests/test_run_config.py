@@ -139,7 +139,7 @@ def test_resume_refuses_changes_that_break_the_run(run_at_step_3, tmp_path):
 def test_resume_needs_num_steps_not_below_the_resumed_step(run_at_step_3, tmp_path):
     workdir = _copy(run_at_step_3[0], tmp_path)
     before = (workdir / "config.json").read_text()
-    with pytest.raises(ValueError, match=r"train\.num_steps=2, but the run's latest checkpoint is at step 3"):
+    with pytest.raises(ValueError, match=r"train\.num_steps=2, but the run resumes at step 3"):
         _trainer(workdir, _config(num_steps=2))
     assert (workdir / "config.json").read_text() == before
 
@@ -177,6 +177,18 @@ def test_resume_logs_and_records_allowed_changes(run_at_step_3, tmp_path, caplog
     assert len((workdir / "config_history.jsonl").read_text().splitlines()) == 2
 
 
+def test_restore_step_is_the_resumed_step(run_at_step_3, tmp_path):
+    workdir = _copy(run_at_step_3[0], tmp_path)
+    cfg = _config(num_steps=2)  # not below the step it resumes at
+    cfg.checkpoint.restore_step = 2
+    trainer = _trainer(workdir, cfg)
+    trainer.close()
+    assert trainer.step == 2
+    last = json.loads((workdir / "config_history.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 2
+    assert last["changes"] == {"checkpoint.restore_step": [None, 2], "train.num_steps": [200, 2]}
+
+
 def _launch(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env_args = [sys.executable, "-m", module, *args]
     return subprocess.run(env_args, capture_output=True, text=True, cwd=REPO, timeout=timeout)
@@ -205,13 +217,18 @@ def test_unknown_override_names_the_key(tmp_path, override, message):
 
 
 def _corrupt_arrays(workdir: pathlib.Path, step: int) -> None:
-    """Truncates the array chunks of checkpoint `step` (its processes' OCDBT data files): the metadata
-    still reads, the arrays do not, and TensorStore's error holds a multi-line spec."""
-    files = list((workdir / "checkpoints" / str(step) / "state").glob("ocdbt.process_*/d/*"))
+    """Truncates the array chunks of checkpoint `step` (its processes' OCDBT data files) and rewrites its
+    checksum manifest, as if the step had been written so: it verifies, its metadata reads, its arrays do
+    not (orbax fails mid-restore), and TensorStore's error holds a multi-line spec."""
+    from personacraft_jax.train import checkpoint as checkpoint_lib
+
+    step_dir = workdir / "checkpoints" / str(step)
+    files = list((step_dir / "state").glob("ocdbt.process_*/d/*"))
     assert files
     for path in files:
         with open(path, "r+b") as f:
             f.truncate(5)
+    checkpoint_lib.write_manifest(step_dir)
 
 
 def test_launch_commands_print_a_checkpoint_error_last(run_at_step_3, tmp_path):

@@ -79,18 +79,20 @@ class Launch:
 
 
 def check_launch(workdir: str | os.PathLike, config: Any) -> Launch:
-    """This launch of the run in `workdir`: for a resume, checks `config` against the stored one (raises
-    ValueError naming each change a resume may not make, or a `train.num_steps` below the resumed step) and
-    logs the allowed changes."""
+    """This launch of the run in `workdir`: for a resume (from the latest checkpoint, or
+    `checkpoint.restore_step`), checks `config` against the stored one (raises ValueError naming each change a
+    resume may not make, or a `train.num_steps` below the resumed step) and logs the allowed changes."""
     workdir = os.fspath(workdir)
     new = json.loads(config.to_json_best_effort())
-    step = latest_checkpoint_step(os.path.join(workdir, "checkpoints"))
-    if step is None:
+    latest = latest_checkpoint_step(os.path.join(workdir, "checkpoints"))
+    if latest is None:  # a fresh run (or a restore_step with nothing to restore: the Trainer's restore says so)
         return Launch(workdir, new, None, {})
+    restore_step = config.checkpoint.get("restore_step")
+    step = latest if restore_step is None else int(restore_step)
     if config.train.num_steps < step:
         raise ValueError(
-            f"config train.num_steps={config.train.num_steps}, but the run's latest checkpoint is at step {step} "
-            f"({workdir}); give num_steps >= {step} to continue it, or a new --workdir"
+            f"config train.num_steps={config.train.num_steps}, but the run resumes at step {step} ({workdir}); "
+            f"give num_steps >= {step} to continue it, or a new --workdir"
         )
     changes = differences(_read_config(workdir, step), new)
     refused = {key: change for key, change in changes.items() if not (is_resumable(key) or _MISSING in change)}
