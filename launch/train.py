@@ -72,7 +72,9 @@ def main(argv: list[str]) -> None:
     finally:
         writer.close()
         trainer.close()
-    if history and jax.process_index() == 0:
+    if not history:
+        logging.warning("nothing to train: the run is at step %d = config train.num_steps", trainer.step)
+    elif jax.process_index() == 0:
         last = {k: float(np.round(v, 6)) for k, v in history[-1].items()}
         logging.info("finished at step %d: %s", trainer.step, json.dumps(last))
 
