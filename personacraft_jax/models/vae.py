@@ -133,7 +133,7 @@ def preset(name: str) -> ml_collections.ConfigDict:
         )
     elif name == "demo":
         cfg = dict(
-            block_out_channels=[32, 64, 64],
+            block_out_channels=[16, 32, 64],
             down_block_types=[_DOWN_BLOCK] * 3,
             up_block_types=[_UP_BLOCK] * 3,
             layers_per_block=1,

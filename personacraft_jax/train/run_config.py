@@ -42,6 +42,7 @@ RESUMABLE = (
     "train.num_steps",
     "train.learning_rate",
     "train.end_lr",
+    "data.data_dir",  # the same data set, mounted elsewhere
     "checkpoint.*",
     "log.*",
     "mesh.*",
