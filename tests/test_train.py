@@ -118,6 +118,10 @@ def test_training_reduces_the_loss(tmp_path):
         (lambda c: setattr(c.log, "every_steps", 0), r"log\.every_steps=0"),
         (lambda c: setattr(c.train, "learning_rate", 0.0), r"train\.learning_rate=0\.0; expected a number > 0"),
         (lambda c: setattr(c.train, "min_snr_gamma", 0.0), r"train\.min_snr_gamma=0\.0"),
+        (
+            lambda c: setattr(c.train, "max_consecutive_skipped_steps", 0),
+            r"train\.max_consecutive_skipped_steps=0; expected an integer >= 1",
+        ),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_field(tmp_path, change, message):
@@ -348,6 +352,51 @@ def test_non_finite_update_is_skipped_and_named(straight_run, tmp_path, caplog):
     trainer.step_cfg = trainer_lib.step_config(_with(fx.config(), nan_policy="stop").train, ("scnet",))
     with pytest.raises(trainer_lib.NonFiniteError, match="non-finite loss"):
         trainer._check_finite(history[0])
+
+
+def _poisoned_source() -> list[dict]:
+    bad = [dict(e) for e in SOURCE]
+    for e in bad:  # every batch is poisoned
+        e["latent_mean"] = np.full_like(e["latent_mean"], np.nan)
+    return bad
+
+
+def test_skip_counter_counts_runs_of_skipped_updates():
+    counter = trainer_lib.SkipCounter(limit=2, total=5)  # 5 skipped before a resume
+    for step, finite in enumerate([False, True, False], start=1):
+        counter.update(finite)
+        counter.raise_if_diverged(step)  # never two in a row
+    assert counter.total == 7 and counter.in_a_row == 1
+    counter.update(False)
+    with pytest.raises(trainer_lib.DivergenceError, match=r"step 4: 2 consecutive updates skipped"):
+        counter.raise_if_diverged(4)
+
+
+def test_consecutive_skipped_steps_stop_the_run(tmp_path):
+    """Under nan_policy='skip' a diverged run stops after `train.max_consecutive_skipped_steps` skipped updates
+    in a row (counted from the launch), naming the step and the setting; `skipped_steps` counts them all, also
+    those before a resume."""
+    cfg = _with(fx.config(), max_consecutive_skipped_steps=3)
+    cfg.checkpoint.every_steps = 100
+    first = trainer_lib.Trainer(cfg, tmp_path, source=_poisoned_source(), empty_prompt=fx.empty_prompt())
+    assert [r["skipped_steps"] for r in first.train(2)] == [1, 2]
+    first.close()
+    resumed = trainer_lib.Trainer(cfg, tmp_path, source=_poisoned_source(), empty_prompt=fx.empty_prompt())
+    sink = _ScalarSink()
+    message = r"step 5: 3 consecutive updates skipped .*non-finite loss.*train\.max_consecutive_skipped_steps=3"
+    with pytest.raises(trainer_lib.DivergenceError, match=message):
+        resumed.train(10, writer=sink)
+    resumed.close()
+    assert [(r["step"], r["skipped_steps"]) for r in sink.scalars] == [(3, 3), (4, 4), (5, 5)]
+    assert resumed.checkpointer.all_steps() == [2]  # the stopping launch saved nothing
+
+
+class _ScalarSink:
+    def __init__(self):
+        self.scalars = []
+
+    def write_scalars(self, step, scalars):
+        self.scalars.append(dict(scalars))
 
 
 def test_metrics_are_read_one_step_behind(tmp_path, monkeypatch):

@@ -28,7 +28,12 @@ def check_workdir(workdir: str | os.PathLike) -> None:
 
 def check_positive_settings(config: Any) -> None:
     """Step intervals and counts that must be >= 1, and a learning rate that must be > 0."""
-    for section, name in (("checkpoint", "every_steps"), ("checkpoint", "keep"), ("log", "every_steps")):
+    for section, name in (
+        ("checkpoint", "every_steps"),
+        ("checkpoint", "keep"),
+        ("log", "every_steps"),
+        ("train", "max_consecutive_skipped_steps"),
+    ):
         value = config[section][name]
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"config {section}.{name}={value!r}; expected an integer >= 1")

@@ -41,6 +41,38 @@ class NonFiniteError(FloatingPointError):
     """Raised under `train.nan_policy='stop'` when a step's loss or gradients are not finite."""
 
 
+class DivergenceError(NonFiniteError):
+    """Raised under `train.nan_policy='skip'` after `train.max_consecutive_skipped_steps` skipped updates in a row."""
+
+
+@dataclasses.dataclass
+class SkipCounter:
+    """Updates skipped under `nan_policy='skip'`: `total` (from the restored state on) and `in_a_row` (in this
+    launch); `raise_if_diverged` stops the run when `in_a_row` reaches `limit`."""
+
+    limit: int
+    total: int = 0
+    in_a_row: int = 0
+    last_reason: str = ""
+
+    def update(self, finite: bool, reason: str = "") -> None:
+        """Counts one step: `finite` False = its update was skipped, for `reason`."""
+        if finite:
+            self.in_a_row = 0
+            return
+        self.total += 1
+        self.in_a_row += 1
+        self.last_reason = reason
+
+    def raise_if_diverged(self, step: int) -> None:
+        if self.in_a_row >= self.limit:
+            raise DivergenceError(
+                f"step {step}: {self.in_a_row} consecutive updates skipped (last: {self.last_reason or 'non-finite'}); "
+                f"stopping at config train.max_consecutive_skipped_steps={self.limit}: the run has diverged "
+                "(lower train.learning_rate, or resume from a checkpoint before the divergence)"
+            )
+
+
 def vae_scaling_factor(config: Any) -> float:
     """The latent scaling factor: the SDXL folder's `vae/config.json` when there is one, else
     `train.scaling_factor` (SDXL's 0.13025 by default)."""
@@ -248,6 +280,8 @@ class Trainer:
         # restore the run's checkpoints leaves the run's config.json as it was.
         if jax.process_index() == 0:
             atomic_write.write_text(os.path.join(self.workdir, "config.json"), config.to_json_best_effort(indent=2))
+        skipped_before = int(self.state.step) - int(state_lib.applied_updates(self.state.opt_state))
+        self.skips = SkipCounter(int(config.train.max_consecutive_skipped_steps), total=skipped_before)
         self._jitted = None  # compiled on the first batch, when the batch shapes are known
         self.flops_per_step: float | None = None
 
@@ -283,8 +317,10 @@ class Trainer:
         The host never waits for the step it just dispatched: step n's metrics are read after step n + 1 is
         queued, so loading the next batch and logging overlap the device's work. Consequences: `step_time` is
         the time between consecutive steps' completions; under `nan_policy='stop'` the error names step n while
-        step n + 1 has already run (nothing is saved after a non-finite step). Checkpoint, validation and stop
-        steps wait for their own metrics first. A SIGTERM is acted on at the next step; in multi-process runs
+        step n + 1 has already run (nothing is saved after a non-finite step); under `nan_policy='skip'` the
+        same holds for the DivergenceError after `train.max_consecutive_skipped_steps` skipped updates in a row
+        (the metric `skipped_steps` counts all skipped updates). Checkpoint, validation and stop steps wait for
+        their own metrics first. A SIGTERM is acted on at the next step; in multi-process runs
         it goes to JAX's preemption service (`jax.distributed`), which tells every process, and all of them
         stop and save at the same step (`multihost_utils.reached_preemption_sync_point`), also when the
         notice came before the first step.
@@ -364,6 +400,7 @@ class Trainer:
         self._check_finite(record)
         if writer is not None:
             writer.write_scalars(step, record)
+        self.skips.raise_if_diverged(step)
         return done
 
     def write_validation_samples(self, step: int, writer: MetricsWriter | None) -> np.ndarray:
@@ -376,14 +413,20 @@ class Trainer:
             writer.write_images(step, {f"samples/seed{seed}": image for seed, image in zip(seeds, images)})
         return images
 
-    def _check_finite(self, record: Mapping[str, float]) -> None:
-        if record["finite"]:
-            return
-        bad = [k for k in ("loss", *(k for k in record if k.startswith("grad_norm/"))) if not np.isfinite(record[k])]
-        message = f"step {int(record['step'])}: non-finite {', '.join(bad) or 'values'}"
-        if self.step_cfg.nan_policy == "stop":
-            raise NonFiniteError(message)
-        logging.warning("%s; the update was skipped", message)
+    def _check_finite(self, record: dict[str, float]) -> None:
+        """Raises NonFiniteError under `nan_policy='stop'`, else counts a skipped update; sets
+        `record['skipped_steps']` (all updates skipped so far, also before a resume)."""
+        reason = ""
+        if not record["finite"]:
+            bad = [
+                k for k in ("loss", *(k for k in record if k.startswith("grad_norm/"))) if not np.isfinite(record[k])
+            ]
+            reason = f"non-finite {', '.join(bad) or 'values'}"
+            if self.step_cfg.nan_policy == "stop":
+                raise NonFiniteError(f"step {int(record['step'])}: {reason}")
+            logging.warning("step %d: %s; the update was skipped", int(record["step"]), reason)
+        self.skips.update(bool(record["finite"]), reason)
+        record["skipped_steps"] = float(self.skips.total)
 
     def close(self) -> None:
         self.checkpointer.close()
