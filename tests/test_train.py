@@ -136,11 +136,50 @@ def test_url_workdir_is_refused(tmp_path):
         _trainer("gs://bucket/run")
 
 
+def test_a_second_run_on_the_workdir_is_refused_naming_the_holder(tmp_path):
+    import fcntl
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from personacraft_jax.train import workdir_lock
+
+    lock = tmp_path / ".lock"
+    holder = {"host": "node-7", "pid": 4242, "started": "2026-01-02T03:04:05+00:00"}
+    with open(lock, "w") as f:  # a live run holds the lock
+        f.write(json.dumps(holder))
+        f.flush()
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        message = r"is in use by another run: host node-7, pid 4242, started 2026-01-02T03:04:05\+00:00"
+        with pytest.raises(workdir_lock.WorkdirLockedError, match=message):
+            _trainer(tmp_path)
+    # A killed run leaves its holder record but no lock: the next run starts and records itself.
+    code = (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'w'); f.write('{\"host\": \"dead\"}'); f.flush(); "
+        "fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); time.sleep(600)"
+    )
+    dead = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
+    assert dead.stdout.readline().strip() == "1"
+    dead.kill()
+    dead.wait()
+    trainer = _trainer(tmp_path)
+    with open(lock) as f:
+        record = json.load(f)
+        assert record["host"] == socket.gethostname() and record["pid"] == os.getpid() and record["started"]
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    trainer.close()
+    with open(lock) as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # close() released it
+
+
 def test_restore_error_is_not_a_fresh_start(tmp_path):
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)  # a step folder with nothing restorable in it
     (tmp_path / "config.json").write_text('{"the run": "that wrote step 4"}')
-    with pytest.raises(Exception, match="restor"):
-        _trainer(tmp_path)
+    for _ in range(2):  # the failed start released the workdir's lock: the second fails in the same way
+        with pytest.raises(Exception, match="restor"):
+            _trainer(tmp_path)
     # export rebuilds the networks from config.json: a launch that could not resume must not replace it
     assert (tmp_path / "config.json").read_text() == '{"the run": "that wrote step 4"}'
 

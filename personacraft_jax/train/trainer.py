@@ -1,6 +1,7 @@
 """The training loop: mesh, networks, sharded state, data, the jitted step, checkpoints and metrics.
 
-One `Trainer` = one run in `workdir` (`config.json`, `checkpoints/`, `tensorboard/`). If `workdir` has a checkpoint the
+One `Trainer` = one run in `workdir` (`config.json`, `checkpoints/`, `tensorboard/`, `.lock`: a second run
+on the same workdir is refused while the first one lives, see `workdir_lock`). If `workdir` has a checkpoint the
 run resumes from it (parameters, optimizer, step, RNG, data-iterator position) into this run's mesh; a
 checkpoint that cannot be restored is an error, never a fresh start. SIGTERM (preemption) saves a
 checkpoint at the next step boundary and returns (with several processes: at one step all of them agree on).
@@ -31,7 +32,7 @@ from personacraft_jax.sampling import schedulers
 from personacraft_jax.train import checkpoint as checkpoint_lib
 from personacraft_jax.train import networks as networks_lib
 from personacraft_jax.train import optimizer as optimizer_lib
-from personacraft_jax.train import run_checks
+from personacraft_jax.train import run_checks, workdir_lock
 from personacraft_jax.train import state as state_lib
 from personacraft_jax.train import step as step_lib
 from personacraft_jax.train.metrics_writer import MetricsWriter
@@ -211,6 +212,19 @@ class Trainer:
         self.config = config
         self.workdir = os.fspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
+        # One run per workdir; process 0 stands for the run (the other processes share its workdir).
+        self._lock = workdir_lock.WorkdirLock(self.workdir) if jax.process_index() == 0 else None
+        try:
+            self._build(source, empty_prompt, devices)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _build(
+        self, source: Any, empty_prompt: Mapping[str, np.ndarray] | None, devices: list[jax.Device] | None
+    ) -> None:
+        """Everything after the workdir lock: mesh, networks, state (fresh or restored), loader."""
+        config = self.config
         self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices, dict(config.get("mesh_dcn") or {}))
         self.rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
         global_batch = int(config.data.batch_size)
@@ -429,7 +443,15 @@ class Trainer:
         record["skipped_steps"] = float(self.skips.total)
 
     def close(self) -> None:
-        self.checkpointer.close()
+        """Waits for pending checkpoint saves, then releases the workdir lock."""
+        try:
+            self.checkpointer.close()
+        finally:
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _validation_sampler(config: Any, modules: Mapping[str, Any]) -> Any:
