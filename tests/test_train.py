@@ -69,6 +69,7 @@ def test_resume_is_exact(straight_run, tmp_path):
     first = _trainer(tmp_path)
     first_history = first.train(3)
     first.close()
+    assert first.early_stop is None  # it finished
     resumed = _trainer(tmp_path)
     assert resumed.step == 3  # train() checkpoints when it ends
     resumed_history = resumed.train(3)
@@ -289,14 +290,18 @@ def nnx_params(module):
     return nnx.state(module, nnx.Param)
 
 
-def test_sigterm_saves_and_stops(straight_run, tmp_path):
+def test_sigterm_saves_and_stops(straight_run, tmp_path, caplog):
     cfg = fx.config()
     cfg.checkpoint.every_steps = 2  # the signal arrives on a checkpoint step: one save, not two
     trainer = _trainer(tmp_path, cfg)
-    history = trainer.train(5, writer=fx.SigtermAt(2))
+    with caplog.at_level("WARNING"):
+        history = trainer.train(5, writer=fx.SigtermAt(2))
     trainer.close()
     assert len(history) == 2 and trainer.step == 2
     assert trainer.checkpointer.all_steps() == [2]
+    # Told apart from a finished run (launch.train exits with PREEMPTED_EXIT_STATUS on it).
+    assert trainer.early_stop == trainer_lib.EarlyStop(step=2, num_steps=5, reason="preemption")
+    assert "stopped early at step 2 of 5 (preemption), checkpoint saved" in caplog.text
 
 
 def test_sigterm_between_checkpoints_stops_after_the_running_step(straight_run, tmp_path):
@@ -309,6 +314,34 @@ def test_sigterm_between_checkpoints_stops_after_the_running_step(straight_run, 
     trainer.close()
     assert [r["step"] for r in history] == [1, 2, 3] and trainer.step == 3
     assert trainer.checkpointer.all_steps() == [3]
+    assert trainer.early_stop == trainer_lib.EarlyStop(step=3, num_steps=5, reason="preemption")
+
+
+def test_launch_train_exits_with_the_preemption_status(tmp_path):
+    """SIGTERM after step 2 of a 30-step `launch.train` run: a checkpoint of step 2, the early stop logged and
+    exit status 143 (`launch.train.PREEMPTED_EXIT_STATUS`), not 0 and "finished"."""
+    import pathlib
+    import subprocess
+    import sys
+
+    args = [
+        "--config=tests/train_fixtures.py",
+        f"--workdir={tmp_path}",
+        "--config.data.data_dir=in-memory",
+        "--config.train.num_steps=30",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.launch_train_worker", "2", *args],
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 143, log[-4000:]
+    assert "stopped early at step 2 of 30 (preemption), checkpoint saved" in log, log[-4000:]
+    assert "finished at step" not in log
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2]
 
 
 def test_nan_policy_stop_raises_and_saves_nothing(tmp_path):
@@ -371,6 +404,8 @@ def test_launch_commands_have_help():
         done = subprocess.run([sys.executable, "-m", module, "--helpfull"], capture_output=True, text=True)
         assert done.returncode == 0, (module, done.stderr[-2000:])
         assert "--config" in done.stdout or "--checkpoint" in done.stdout
+        if module == "launch.train":  # the exit statuses a requeue wrapper tells apart
+            assert "143  PREEMPTED_EXIT_STATUS" in done.stdout
 
 
 def test_non_finite_update_is_skipped_and_named(straight_run, tmp_path, caplog):

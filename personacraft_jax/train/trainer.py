@@ -4,7 +4,8 @@ One `Trainer` = one run in `workdir` (`config.json`, `checkpoints/`, `tensorboar
 on the same workdir is refused while the first one lives, see `workdir_lock`). If `workdir` has a checkpoint the
 run resumes from it (parameters, optimizer, step, RNG, data-iterator position) into this run's mesh; a
 checkpoint that cannot be restored is an error, never a fresh start. SIGTERM (preemption) saves a
-checkpoint at the next step boundary and returns (with several processes: at one step all of them agree on).
+checkpoint at the next step boundary and returns (with several processes: at one step all of them agree on),
+with `Trainer.early_stop` set, which `launch.train` turns into its exit status `PREEMPTED_EXIT_STATUS`.
 """
 
 from __future__ import annotations
@@ -180,6 +181,18 @@ def setup_step(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class EarlyStop:
+    """A `train()` that ended at `step`, before its last step `num_steps`, with a checkpoint of `step`."""
+
+    step: int
+    num_steps: int
+    reason: str  # "preemption": a SIGTERM (or, multi-process, JAX's preemption notice)
+
+    def __str__(self) -> str:
+        return f"stopped early at step {self.step} of {self.num_steps} ({self.reason}), checkpoint saved"
+
+
 @dataclasses.dataclass
 class _Stop:
     requested: bool = False
@@ -297,6 +310,7 @@ class Trainer:
         skipped_before = int(self.state.step) - int(state_lib.applied_updates(self.state.opt_state))
         self.skips = SkipCounter(int(config.train.max_consecutive_skipped_steps), total=skipped_before)
         self._jitted = None  # compiled on the first batch, when the batch shapes are known
+        self.early_stop: EarlyStop | None = None  # set by train() when it stops before its last step
         self.flops_per_step: float | None = None
 
     # ------------------------------------------------------------------------------------------------
@@ -326,7 +340,8 @@ class Trainer:
         return int(self.state.step)
 
     def train(self, num_steps: int | None = None, *, writer: MetricsWriter | None = None) -> list[dict[str, float]]:
-        """Runs until `train.num_steps` (or `num_steps` more steps); returns the per-step metrics.
+        """Runs until `train.num_steps` (or `num_steps` more steps); returns the per-step metrics. A run that
+        stopped before its last step (SIGTERM) sets `self.early_stop`; a finished one leaves it None.
 
         The host never waits for the step it just dispatched: step n's metrics are read after step n + 1 is
         queued, so loading the next batch and logging overlap the device's work. Consequences: `step_time` is
@@ -347,6 +362,7 @@ class Trainer:
         own_handler = jax.process_count() == 1 and _is_main_thread()
         previous = signal.signal(signal.SIGTERM, stop) if own_handler else None
         history: list[dict[str, float]] = []
+        self.early_stop = None
         pending: tuple[int, Any] | None = None  # (step, its metrics on device), not read yet
         last_done = time.perf_counter()
 
@@ -380,7 +396,8 @@ class Trainer:
                 if due_sample or due_save or stopping:
                     last_done = time.perf_counter()  # the next step's time excludes sampling and saving
                 if stopping:
-                    logging.warning("stopped at step %d on request; checkpoint saved", step)
+                    if step < end:  # a notice at the last step does not make a finished run unfinished
+                        self.early_stop = EarlyStop(step=step, num_steps=end, reason="preemption")
                     break
             # The last step is always a save step, so no metrics are pending here.
         except BaseException:
@@ -395,6 +412,8 @@ class Trainer:
             self.checkpointer.wait()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+        if self.early_stop is not None:
+            logging.warning("%s", self.early_stop)  # after wait(): the checkpoint is complete
         return history
 
     def _finish_step(
