@@ -70,6 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.min_snr_gamma = config_dict.placeholder(float)
     c.train.prediction_type = "epsilon"
     c.train.nan_policy = "skip"
+    # Under nan_policy='skip': stop with an error after this many skipped (non-finite) updates in a row.
+    c.train.max_consecutive_skipped_steps = 10
     c.train.scaling_factor = 0.13025  # SDXL's VAE; model.sdxl_folder's vae/config.json overrides it
     c.train.scnet_scale = 1.0
     c.train.oben_scale = 1.0

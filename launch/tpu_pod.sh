@@ -7,6 +7,8 @@
 #
 # WORKDIR and DATA are paths every worker sees (e.g. a bucket mounted with gcsfuse at /mnt/gcs on each
 # worker): checkpoints are written by all workers into one folder. gs:// URLs are refused.
+# On each worker launch.train exits 143 when a SIGTERM (e.g. a maintenance event) stopped the run early with a
+# checkpoint (see `python -m launch.train --help`); run this again to resume.
 # Assumes the repository is checked out at ~/personacraft-jax on every worker and `make venv` (with the
 # tpu extra: .venv/bin/pip install -e '.[tpu]') has been run there.
 set -euo pipefail

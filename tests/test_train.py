@@ -69,6 +69,7 @@ def test_resume_is_exact(straight_run, tmp_path):
     first = _trainer(tmp_path)
     first_history = first.train(3)
     first.close()
+    assert first.early_stop is None  # it finished
     resumed = _trainer(tmp_path)
     assert resumed.step == 3  # train() checkpoints when it ends
     resumed_history = resumed.train(3)
@@ -118,6 +119,10 @@ def test_training_reduces_the_loss(tmp_path):
         (lambda c: setattr(c.log, "every_steps", 0), r"log\.every_steps=0"),
         (lambda c: setattr(c.train, "learning_rate", 0.0), r"train\.learning_rate=0\.0; expected a number > 0"),
         (lambda c: setattr(c.train, "min_snr_gamma", 0.0), r"train\.min_snr_gamma=0\.0"),
+        (
+            lambda c: setattr(c.train, "max_consecutive_skipped_steps", 0),
+            r"train\.max_consecutive_skipped_steps=0; expected an integer >= 1",
+        ),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_field(tmp_path, change, message):
@@ -132,12 +137,51 @@ def test_url_workdir_is_refused(tmp_path):
         _trainer("gs://bucket/run")
 
 
+def test_a_second_run_on_the_workdir_is_refused_naming_the_holder(tmp_path):
+    import fcntl
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from personacraft_jax.train import workdir_lock
+
+    lock = tmp_path / ".lock"
+    holder = {"host": "node-7", "pid": 4242, "started": "2026-01-02T03:04:05+00:00"}
+    with open(lock, "w") as f:  # a live run holds the lock
+        f.write(json.dumps(holder))
+        f.flush()
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        message = r"is in use by another run: host node-7, pid 4242, started 2026-01-02T03:04:05\+00:00"
+        with pytest.raises(workdir_lock.WorkdirLockedError, match=message):
+            _trainer(tmp_path)
+    # A killed run leaves its holder record but no lock: the next run starts and records itself.
+    code = (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'w'); f.write('{\"host\": \"dead\"}'); f.flush(); "
+        "fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); time.sleep(600)"
+    )
+    dead = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
+    assert dead.stdout.readline().strip() == "1"
+    dead.kill()
+    dead.wait()
+    trainer = _trainer(tmp_path)
+    with open(lock) as f:
+        record = json.load(f)
+        assert record["host"] == socket.gethostname() and record["pid"] == os.getpid() and record["started"]
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    trainer.close()
+    with open(lock) as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # close() released it
+
+
 def test_restore_error_is_not_a_fresh_start(tmp_path):
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)  # a step folder with nothing restorable in it
     stored = fx.config().to_json_best_effort(indent=4)  # the run that wrote step 4 (a resume checks against it)
     (tmp_path / "config.json").write_text(stored)
-    with pytest.raises(Exception, match="restor"):
-        _trainer(tmp_path)
+    for _ in range(2):  # the failed start released the workdir's lock: the second fails in the same way
+        with pytest.raises(Exception, match="restor"):
+            _trainer(tmp_path)
     # export rebuilds the networks from config.json: a launch that could not resume must not replace it
     assert (tmp_path / "config.json").read_text() == stored
 
@@ -309,14 +353,18 @@ def nnx_params(module):
     return nnx.state(module, nnx.Param)
 
 
-def test_sigterm_saves_and_stops(straight_run, tmp_path):
+def test_sigterm_saves_and_stops(straight_run, tmp_path, caplog):
     cfg = fx.config()
     cfg.checkpoint.every_steps = 2  # the signal arrives on a checkpoint step: one save, not two
     trainer = _trainer(tmp_path, cfg)
-    history = trainer.train(5, writer=fx.SigtermAt(2))
+    with caplog.at_level("WARNING"):
+        history = trainer.train(5, writer=fx.SigtermAt(2))
     trainer.close()
     assert len(history) == 2 and trainer.step == 2
     assert trainer.checkpointer.all_steps() == [2]
+    # Told apart from a finished run (launch.train exits with PREEMPTED_EXIT_STATUS on it).
+    assert trainer.early_stop == trainer_lib.EarlyStop(step=2, num_steps=5, reason="preemption")
+    assert "stopped early at step 2 of 5 (preemption), checkpoint saved" in caplog.text
 
 
 def test_sigterm_between_checkpoints_stops_after_the_running_step(straight_run, tmp_path):
@@ -329,6 +377,34 @@ def test_sigterm_between_checkpoints_stops_after_the_running_step(straight_run, 
     trainer.close()
     assert [r["step"] for r in history] == [1, 2, 3] and trainer.step == 3
     assert trainer.checkpointer.all_steps() == [3]
+    assert trainer.early_stop == trainer_lib.EarlyStop(step=3, num_steps=5, reason="preemption")
+
+
+def test_launch_train_exits_with_the_preemption_status(tmp_path):
+    """SIGTERM after step 2 of a 30-step `launch.train` run: a checkpoint of step 2, the early stop logged and
+    exit status 143 (`launch.train.PREEMPTED_EXIT_STATUS`), not 0 and "finished"."""
+    import pathlib
+    import subprocess
+    import sys
+
+    args = [
+        "--config=tests/train_fixtures.py",
+        f"--workdir={tmp_path}",
+        "--config.data.data_dir=in-memory",
+        "--config.train.num_steps=30",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.launch_train_worker", "2", *args],
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 143, log[-4000:]
+    assert "stopped early at step 2 of 30 (preemption), checkpoint saved" in log, log[-4000:]
+    assert "finished at step" not in log
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2]
 
 
 def test_nan_policy_stop_raises_and_saves_nothing(tmp_path):
@@ -391,6 +467,8 @@ def test_launch_commands_have_help():
         done = subprocess.run([sys.executable, "-m", module, "--helpfull"], capture_output=True, text=True)
         assert done.returncode == 0, (module, done.stderr[-2000:])
         assert "--config" in done.stdout or "--checkpoint" in done.stdout
+        if module == "launch.train":  # the exit statuses a requeue wrapper tells apart
+            assert "143  PREEMPTED_EXIT_STATUS" in done.stdout
 
 
 def test_non_finite_update_is_skipped_and_named(straight_run, tmp_path, caplog):
@@ -411,6 +489,51 @@ def test_non_finite_update_is_skipped_and_named(straight_run, tmp_path, caplog):
     trainer.step_cfg = trainer_lib.step_config(_with(fx.config(), nan_policy="stop").train, ("scnet",))
     with pytest.raises(trainer_lib.NonFiniteError, match="non-finite loss"):
         trainer._check_finite(history[0])
+
+
+def _poisoned_source() -> list[dict]:
+    bad = [dict(e) for e in SOURCE]
+    for e in bad:  # every batch is poisoned
+        e["latent_mean"] = np.full_like(e["latent_mean"], np.nan)
+    return bad
+
+
+def test_skip_counter_counts_runs_of_skipped_updates():
+    counter = trainer_lib.SkipCounter(limit=2, total=5)  # 5 skipped before a resume
+    for step, finite in enumerate([False, True, False], start=1):
+        counter.update(finite)
+        counter.raise_if_diverged(step)  # never two in a row
+    assert counter.total == 7 and counter.in_a_row == 1
+    counter.update(False)
+    with pytest.raises(trainer_lib.DivergenceError, match=r"step 4: 2 consecutive updates skipped"):
+        counter.raise_if_diverged(4)
+
+
+def test_consecutive_skipped_steps_stop_the_run(tmp_path):
+    """Under nan_policy='skip' a diverged run stops after `train.max_consecutive_skipped_steps` skipped updates
+    in a row (counted from the launch), naming the step and the setting; `skipped_steps` counts them all, also
+    those before a resume."""
+    cfg = _with(fx.config(), max_consecutive_skipped_steps=3)
+    cfg.checkpoint.every_steps = 100
+    first = trainer_lib.Trainer(cfg, tmp_path, source=_poisoned_source(), empty_prompt=fx.empty_prompt())
+    assert [r["skipped_steps"] for r in first.train(2)] == [1, 2]
+    first.close()
+    resumed = trainer_lib.Trainer(cfg, tmp_path, source=_poisoned_source(), empty_prompt=fx.empty_prompt())
+    sink = _ScalarSink()
+    message = r"step 5: 3 consecutive updates skipped .*non-finite loss.*train\.max_consecutive_skipped_steps=3"
+    with pytest.raises(trainer_lib.DivergenceError, match=message):
+        resumed.train(10, writer=sink)
+    resumed.close()
+    assert [(r["step"], r["skipped_steps"]) for r in sink.scalars] == [(3, 3), (4, 4), (5, 5)]
+    assert resumed.checkpointer.all_steps() == [2]  # the stopping launch saved nothing
+
+
+class _ScalarSink:
+    def __init__(self):
+        self.scalars = []
+
+    def write_scalars(self, step, scalars):
+        self.scalars.append(dict(scalars))
 
 
 def test_metrics_are_read_one_step_behind(tmp_path, monkeypatch):

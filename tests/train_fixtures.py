@@ -63,6 +63,11 @@ def config(**mesh):
     return c
 
 
+def get_config():
+    """`config()`, as a config file (`--config=tests/train_fixtures.py`; tests.launch_train_worker)."""
+    return config()
+
+
 class SigtermAt:
     """A metrics writer that sends this process SIGTERM after step `step` (None: never), as a preemption
     notice would, then waits `wait_s` seconds (time for JAX's preemption service to pass the notice on)."""
@@ -74,8 +79,3 @@ class SigtermAt:
         if step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(self.wait_s)
-
-
-def get_config():
-    """`config()` for launch commands in tests (`--config=tests/train_fixtures.py`)."""
-    return config()

@@ -17,7 +17,15 @@ import jax
 import numpy as np
 from absl import logging
 
-_LOG_KEYS = ("loss", "mse_occluded", "grad_norm", "learning_rate", "examples_per_second", "tflops_per_device")
+_LOG_KEYS = (
+    "loss",
+    "mse_occluded",
+    "grad_norm",
+    "learning_rate",
+    "examples_per_second",
+    "tflops_per_device",
+    "skipped_steps",
+)
 
 
 class MetricsWriter:

@@ -30,6 +30,7 @@ def check_workdir(workdir: str | os.PathLike) -> None:
 _MIN_INTEGERS = (
     ("train", "num_steps", 1),
     ("train", "warmup_steps", 0),
+    ("train", "max_consecutive_skipped_steps", 1),
     ("data", "batch_size", 1),
     ("data", "worker_count", 0),
     ("checkpoint", "every_steps", 1),

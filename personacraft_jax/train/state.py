@@ -54,3 +54,13 @@ def train_state_shardings(
         transform_non_params=lambda _: replicated,
     )
     return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated)
+
+
+def applied_updates(opt_state: optax.OptState) -> jax.Array:
+    """The optimizer's count of applied updates (its learning-rate schedule's count): the step minus the
+    updates skipped under `nan_policy='skip'`."""
+    is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+    counts = [x.count for x in jax.tree.leaves(opt_state, is_leaf=is_schedule) if is_schedule(x)]
+    if len(counts) != 1:
+        raise ValueError(f"expected one learning-rate schedule in the optimizer state, found {len(counts)}")
+    return counts[0]

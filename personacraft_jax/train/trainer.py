@@ -1,11 +1,13 @@
 """The training loop: mesh, networks, sharded state, data, the jitted step, checkpoints and metrics.
 
-One `Trainer` = one run in `workdir` (`config.json`, `checkpoints/`, `tensorboard/`). If `workdir` has a checkpoint the
-run resumes from the latest one, or from `checkpoint.restore_step` (parameters, optimizer, step, RNG,
+One `Trainer` = one run in `workdir` (`config.json`, `checkpoints/`, `tensorboard/`, `.lock`: a second run
+on the same workdir is refused while the first one lives, see `workdir_lock`). If `workdir` has a checkpoint
+the run resumes from the latest one, or from `checkpoint.restore_step` (parameters, optimizer, step, RNG,
 data-iterator position) into this run's mesh; a checkpoint that cannot be restored or fails its checksum
 verification is an error, never a fresh start. A non-finite train state is never saved (CheckpointError).
 SIGTERM (preemption) saves a checkpoint at the next step boundary and returns (with several processes: at
-one step all of them agree on).
+one step all of them agree on), with `Trainer.early_stop` set, which `launch.train` turns into its exit
+status `PREEMPTED_EXIT_STATUS`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from personacraft_jax.sampling import schedulers
 from personacraft_jax.train import checkpoint as checkpoint_lib
 from personacraft_jax.train import networks as networks_lib
 from personacraft_jax.train import optimizer as optimizer_lib
-from personacraft_jax.train import run_checks
+from personacraft_jax.train import run_checks, workdir_lock
 from personacraft_jax.train import run_config as run_config_lib
 from personacraft_jax.train import state as state_lib
 from personacraft_jax.train import step as step_lib
@@ -41,6 +43,38 @@ from personacraft_jax.train.metrics_writer import MetricsWriter
 
 class NonFiniteError(FloatingPointError):
     """Raised under `train.nan_policy='stop'` when a step's loss or gradients are not finite."""
+
+
+class DivergenceError(NonFiniteError):
+    """Raised under `train.nan_policy='skip'` after `train.max_consecutive_skipped_steps` skipped updates in a row."""
+
+
+@dataclasses.dataclass
+class SkipCounter:
+    """Updates skipped under `nan_policy='skip'`: `total` (from the restored state on) and `in_a_row` (in this
+    launch); `raise_if_diverged` stops the run when `in_a_row` reaches `limit`."""
+
+    limit: int
+    total: int = 0
+    in_a_row: int = 0
+    last_reason: str = ""
+
+    def update(self, finite: bool, reason: str = "") -> None:
+        """Counts one step: `finite` False = its update was skipped, for `reason`."""
+        if finite:
+            self.in_a_row = 0
+            return
+        self.total += 1
+        self.in_a_row += 1
+        self.last_reason = reason
+
+    def raise_if_diverged(self, step: int) -> None:
+        if self.in_a_row >= self.limit:
+            raise DivergenceError(
+                f"step {step}: {self.in_a_row} consecutive updates skipped (last: {self.last_reason or 'non-finite'}); "
+                f"stopping at config train.max_consecutive_skipped_steps={self.limit}: the run has diverged "
+                "(lower train.learning_rate, or resume from a checkpoint before the divergence)"
+            )
 
 
 def vae_scaling_factor(config: Any) -> float:
@@ -149,6 +183,18 @@ def setup_step(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class EarlyStop:
+    """A `train()` that ended at `step`, before its last step `num_steps`, with a checkpoint of `step`."""
+
+    step: int
+    num_steps: int
+    reason: str  # "preemption": a SIGTERM (or, multi-process, JAX's preemption notice)
+
+    def __str__(self) -> str:
+        return f"stopped early at step {self.step} of {self.num_steps} ({self.reason}), checkpoint saved"
+
+
 @dataclasses.dataclass
 class _Stop:
     requested: bool = False
@@ -182,6 +228,23 @@ class Trainer:
         self.config = config
         self.workdir = os.fspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
+        # One run per workdir; process 0 stands for the run (the other processes share its workdir).
+        self._lock = workdir_lock.WorkdirLock(self.workdir) if jax.process_index() == 0 else None
+        try:
+            self._build(launch, source, empty_prompt, devices)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _build(
+        self,
+        launch: run_config_lib.Launch,
+        source: Any,
+        empty_prompt: Mapping[str, np.ndarray] | None,
+        devices: list[jax.Device] | None,
+    ) -> None:
+        """Everything after the workdir lock: mesh, networks, state (fresh or restored), loader."""
+        config = self.config
         self.mesh = mesh_lib.make_mesh(dict(config.mesh), devices, dict(config.get("mesh_dcn") or {}))
         self.rules = dict(config.get("sharding_rules") or sharding_lib.DEFAULT_RULES)
         global_batch = int(config.data.batch_size)
@@ -241,7 +304,10 @@ class Trainer:
         # config.json (what launch.export rebuilds the networks from) and the config history; written only
         # now, so a launch whose config cannot restore the run's checkpoints leaves them as they were.
         launch.record()
+        skipped_before = int(self.state.step) - int(state_lib.applied_updates(self.state.opt_state))
+        self.skips = SkipCounter(int(config.train.max_consecutive_skipped_steps), total=skipped_before)
         self._jitted = None  # compiled on the first batch, when the batch shapes are known
+        self.early_stop: EarlyStop | None = None  # set by train() when it stops before its last step
         self.flops_per_step: float | None = None
 
     # ------------------------------------------------------------------------------------------------
@@ -296,13 +362,16 @@ class Trainer:
         return int(self.state.step)
 
     def train(self, num_steps: int | None = None, *, writer: MetricsWriter | None = None) -> list[dict[str, float]]:
-        """Runs until `train.num_steps` (or `num_steps` more steps); returns the per-step metrics.
+        """Runs until `train.num_steps` (or `num_steps` more steps); returns the per-step metrics. A run that
+        stopped before its last step (SIGTERM) sets `self.early_stop`; a finished one leaves it None.
 
         The host never waits for the step it just dispatched: step n's metrics are read after step n + 1 is
         queued, so loading the next batch and logging overlap the device's work. Consequences: `step_time` is
         the time between consecutive steps' completions; under `nan_policy='stop'` the error names step n while
-        step n + 1 has already run (nothing is saved after a non-finite step). Checkpoint, validation and stop
-        steps wait for their own metrics first. A SIGTERM is acted on at the next step; in multi-process runs
+        step n + 1 has already run (nothing is saved after a non-finite step); under `nan_policy='skip'` the
+        same holds for the DivergenceError after `train.max_consecutive_skipped_steps` skipped updates in a row
+        (the metric `skipped_steps` counts all skipped updates). Checkpoint, validation and stop steps wait for
+        their own metrics first. A SIGTERM is acted on at the next step; in multi-process runs
         it goes to JAX's preemption service (`jax.distributed`), which tells every process, and all of them
         stop and save at the same step (`multihost_utils.reached_preemption_sync_point`), also when the
         notice came before the first step.
@@ -315,6 +384,7 @@ class Trainer:
         own_handler = jax.process_count() == 1 and _is_main_thread()
         previous = signal.signal(signal.SIGTERM, stop) if own_handler else None
         history: list[dict[str, float]] = []
+        self.early_stop = None
         pending: tuple[int, Any] | None = None  # (step, its metrics on device), not read yet
         last_done = time.perf_counter()
 
@@ -349,7 +419,8 @@ class Trainer:
                 if due_sample or due_save or stopping:
                     last_done = time.perf_counter()  # the next step's time excludes sampling and saving
                 if stopping:
-                    logging.warning("stopped at step %d on request; checkpoint saved", step)
+                    if step < end:  # a notice at the last step does not make a finished run unfinished
+                        self.early_stop = EarlyStop(step=step, num_steps=end, reason="preemption")
                     break
             # The last step is always a save step, so no metrics are pending here.
         except BaseException:
@@ -364,6 +435,8 @@ class Trainer:
             self.checkpointer.wait()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+        if self.early_stop is not None:
+            logging.warning("%s", self.early_stop)  # after wait(): the checkpoint is complete
         return history
 
     def _finish_step(
@@ -383,6 +456,7 @@ class Trainer:
         self._check_finite(record)
         if writer is not None:
             writer.write_scalars(step, record)
+        self.skips.raise_if_diverged(step)
         return done
 
     def write_validation_samples(self, step: int, writer: MetricsWriter | None) -> np.ndarray:
@@ -395,17 +469,31 @@ class Trainer:
             writer.write_images(step, {f"samples/seed{seed}": image for seed, image in zip(seeds, images)})
         return images
 
-    def _check_finite(self, record: Mapping[str, float]) -> None:
-        if record["finite"]:
-            return
-        bad = [k for k in ("loss", *(k for k in record if k.startswith("grad_norm/"))) if not np.isfinite(record[k])]
-        message = f"step {int(record['step'])}: non-finite {', '.join(bad) or 'values'}"
-        if self.step_cfg.nan_policy == "stop":
-            raise NonFiniteError(message)
-        logging.warning("%s; the update was skipped", message)
+    def _check_finite(self, record: dict[str, float]) -> None:
+        """Raises NonFiniteError under `nan_policy='stop'`, else counts a skipped update; sets
+        `record['skipped_steps']` (all updates skipped so far, also before a resume)."""
+        reason = ""
+        if not record["finite"]:
+            bad = [
+                k for k in ("loss", *(k for k in record if k.startswith("grad_norm/"))) if not np.isfinite(record[k])
+            ]
+            reason = f"non-finite {', '.join(bad) or 'values'}"
+            if self.step_cfg.nan_policy == "stop":
+                raise NonFiniteError(f"step {int(record['step'])}: {reason}")
+            logging.warning("step %d: %s; the update was skipped", int(record["step"]), reason)
+        self.skips.update(bool(record["finite"]), reason)
+        record["skipped_steps"] = float(self.skips.total)
 
     def close(self) -> None:
-        self.checkpointer.close()
+        """Waits for pending checkpoint saves, then releases the workdir lock."""
+        try:
+            self.checkpointer.close()
+        finally:
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _validation_sampler(config: Any, modules: Mapping[str, Any]) -> Any:
