@@ -16,7 +16,7 @@ $(STAMP): requirements.txt setup.py
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=30 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=40 tests
 
 demo: $(STAMP)
 	$(PY) -m launch.demo --config=configs/demo.py

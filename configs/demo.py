@@ -30,15 +30,15 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Base model, trained from nothing: the VAE on random crops of the training photos, then the UNet.
     c.vae = ml_collections.ConfigDict(
-        {"steps": 900, "crop_size": 32, "learning_rate": 4e-3, "kl_weight": 1e-3, "warmup_steps": 50}
+        {"steps": 850, "crop_size": 32, "learning_rate": 4e-3, "kl_weight": 1e-3, "warmup_steps": 50}
     )
     c.base = ml_collections.ConfigDict({"steps": 700, "learning_rate": 1e-3, "caption_dropout": 0.1})
     # The PersonaCraft recipe on the frozen base.
-    c.scnet = ml_collections.ConfigDict({"steps": 500, "learning_rate": 1e-3})
+    c.scnet = ml_collections.ConfigDict({"steps": 700, "learning_rate": 1e-3})
     c.oben = ml_collections.ConfigDict({"steps": 200, "learning_rate": 1e-3, "lambda_occ": 2.0})
 
     # The person reader (foreground + boundary) used to measure generated images; validated first.
-    c.reader = ml_collections.ConfigDict({"steps": 300, "batch_size": 32, "learning_rate": 2e-3, "min_iou": 0.9})
+    c.reader = ml_collections.ConfigDict({"steps": 500, "batch_size": 16, "learning_rate": 5e-3, "min_iou": 0.9})
 
     c.sample = ml_collections.ConfigDict()
     c.sample.steps = 20

@@ -21,7 +21,7 @@ class UnknownConfigKeyError(ValueError):
     """A `--config.a.b=...` override of a key the config file does not have."""
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+def run(main: Callable[[list[str]], int | None]) -> None:
     """`--help` / `-h` / `--helpshort` / `--helpfull` print the usage to stdout and exit 0; else app.run.
 
     Before the flags are parsed, every `--<config flag>.<key path>` override is checked against the config
@@ -90,12 +90,13 @@ def _check_path(config: Any, path: str) -> None:
         holder, walked = holder[part], [*walked, part]
 
 
-def _error_printed_last(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-    """`main`, printing an exception's traceback and then the exception on one line, and exiting 1."""
+def _error_printed_last(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], int | None]:
+    """`main` (its return value is the exit status, as in absl), printing an exception's traceback and then
+    the exception on one line, and exiting 1."""
 
-    def wrapped(argv: list[str]) -> None:
+    def wrapped(argv: list[str]) -> int | None:
         try:
-            main(argv)
+            return main(argv)
         except app.UsageError:
             raise  # absl prints the usage
         except Exception as e:

@@ -92,6 +92,14 @@ def _to_input(images: np.ndarray) -> np.ndarray:
     return np.concatenate([x, x - np.median(x, axis=2, keepdims=True)], axis=-1)
 
 
+def _desaturate(images: np.ndarray, saturation: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) uint8 images blended towards their grey (luma) by per-image `saturation` in [0, 1]."""
+    x = images.astype(np.float32)
+    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    s = saturation.astype(np.float32)[:, None, None, None]
+    return np.clip(grey[..., None] + s * (x - grey[..., None]) + 0.5, 0, 255).astype(np.uint8)
+
+
 def train_reader(
     images: np.ndarray | tuple[np.ndarray, ...],
     foreground: np.ndarray,
@@ -104,7 +112,8 @@ def train_reader(
 
     `images` may be a tuple of aligned renditions of the same N photos (e.g. the photos and their VAE
     reconstructions): each training example then picks one at random, so the reader also reads the blur and
-    colour shifts of decoded images. Batches are random with horizontal flips (seeded)."""
+    colour shifts of decoded images. Batches are random with horizontal flips and a random desaturation per
+    image (a generated image's colours may be washed out; its people must still be read), seeded."""
     renditions = images if isinstance(images, tuple) else (images,)
     n = len(foreground)
     if any(r.shape[:3] != foreground.shape for r in renditions) or edges.shape != foreground.shape:
@@ -131,7 +140,7 @@ def train_reader(
         which = rng.integers(0, len(renditions), settings.batch_size)
         flip = (rng.random(settings.batch_size) < 0.5)[:, None, None]
         x, fg, edge = stack[which, index], foreground[index], edges[index]
-        x = np.where(flip[..., None], x[:, :, ::-1], x)
+        x = _desaturate(np.where(flip[..., None], x[:, :, ::-1], x), rng.random(settings.batch_size))
         fg, edge = np.where(flip, fg[:, :, ::-1], fg), np.where(flip, edge[:, :, ::-1], edge)
         params, opt_state, loss = step(params, opt_state, _to_input(x), fg.astype(np.float32), edge.astype(np.float32))
         if (i + 1) % 25 == 0 or i + 1 == settings.steps:
