@@ -78,10 +78,11 @@ def test_scnet_makes_the_generator_follow_the_geometry(tmp_path):
     _assert_training_inputs_follow_design(base.data)
 
     train, heldout = world.read_scenes(base.data), world.read_scenes(base.heldout)
-    reader, _, _ = evaluation.train_and_validate_reader(
+    reader, validation, _ = evaluation.train_and_validate_reader(
         cfg, train, evaluation.vae_reconstructions(base.sdxl, train.images), heldout,
         evaluation.vae_reconstructions(base.sdxl, heldout.images), print,
     )  # fmt: skip
+    assert validation["heldout_photos"]["foreground_iou"] >= cfg.reader.min_iou, validation
     gen = generation.Generator(cfg, base.sdxl, out / "export" / "scnet", scnet_encoding=design_scnet_input)
     iou = evaluation.layout_adherence(gen, reader, heldout, cfg.sample.seeds).metrics
     own, other = iou["base_scnet"]["mean"], iou["base_scnet_other_conditioning"]["mean"]

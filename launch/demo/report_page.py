@@ -25,12 +25,16 @@ TARGET_RATIO = 2.0
 TARGET_RANK = 0.9
 
 
-def targets(layout: Mapping[str, Any], shape: Mapping[str, Any]) -> dict[str, Any]:
-    """The demo's pass/fail targets on the mean figures: IoU (b) >= 0.6 and >= 2x (a) and (c); shape rank >= 0.9."""
+def targets(
+    layout: Mapping[str, Any], shape: Mapping[str, Any], reader_iou: float, min_reader_iou: float
+) -> dict[str, Any]:
+    """The demo's pass/fail targets on the mean figures: the reader's held-out photo IoU >= `min_reader_iou`;
+    IoU (b) >= 0.6 and >= 2x (a) and (c); shape rank >= 0.9."""
     b, a = layout["base_scnet"]["mean"], layout["base"]["mean"]
     c = layout["base_scnet_other_conditioning"]["mean"]
     rank = shape["generated_width_rank_correlation"]["mean"]
     checks = {
+        f"reader iou on held-out photos >= {min_reader_iou}": reader_iou >= min_reader_iou,
         f"iou_scnet >= {TARGET_IOU}": b >= TARGET_IOU,
         f"iou_scnet >= {TARGET_RATIO} x iou_base": b >= TARGET_RATIO * a,
         f"iou_scnet >= {TARGET_RATIO} x iou_other_conditioning": b >= TARGET_RATIO * c,

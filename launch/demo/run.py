@@ -116,7 +116,9 @@ def run_demo(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         "occlusion_boundary": occlusion.metrics,
         "shape_control": shape.metrics,
         "launch_evaluate": {"note": user["note"], "summary": user["summary"], "metrics": user["metrics"]},
-        "targets": report_page.targets(layout.metrics, shape.metrics),
+        "targets": report_page.targets(
+            layout.metrics, shape.metrics, reader_validation["heldout_photos"]["foreground_iou"], cfg.reader.min_iou
+        ),
         "training": report_page.final_losses(base.history, scnet_history, oben_history, reader_history),
         "base_from_cache": base.cached,
         "timings_s": clock.timings,
