@@ -13,15 +13,16 @@ import data_prep
 from tests import train_fixtures as fx
 
 
-def _stand_in_dataset() -> types.ModuleType:
+def use_fixture_data() -> None:
+    """Replaces `data_prep.dataset` (before launch.train imports it) by one serving the fixture examples."""
     module = types.ModuleType("data_prep.dataset")
     module.open_split = lambda data_dir, split="train", decode_image=True: [fx.example(i) for i in range(8)]
     module.load_empty_prompt = lambda data_dir: fx.empty_prompt()
-    return module
+    data_prep.dataset = sys.modules["data_prep.dataset"] = module
 
 
 if __name__ == "__main__":
-    data_prep.dataset = sys.modules["data_prep.dataset"] = _stand_in_dataset()
+    use_fixture_data()
     from launch import entry, train
 
     entry.run(train.main)

@@ -11,15 +11,14 @@ import runpy
 import sys
 
 import tests.conftest  # noqa: F401  (8 fake CPU devices and the persistent compile cache, before jax is used)
-from data_prep import dataset
 from personacraft_jax.train import metrics_writer
 from tests import train_fixtures as fx
+from tests.launch_train_driver import use_fixture_data
 
 
 def main(sigterm_step: int, flags: list[str]) -> None:
     sigterm = fx.SigtermAt(sigterm_step)
-    dataset.open_split = lambda *args, **kwargs: [fx.example(i) for i in range(8)]
-    dataset.load_empty_prompt = lambda data_dir: fx.empty_prompt()
+    use_fixture_data()
     write = metrics_writer.MetricsWriter.write_scalars
 
     def write_then_signal(self, step, scalars):

@@ -31,14 +31,14 @@ def design_scnet_input(depth: np.ndarray, normal: np.ndarray) -> np.ndarray:
     return np.dstack([near_bright, np.asarray(normal, np.float64) / 255.0]).astype(np.float32)
 
 
-def _assert_training_inputs_follow_design(data_dir) -> None:
+def _assert_training_inputs_follow_design(data_dir, latent_factor: int) -> None:
     """The SCNet input the training loader derives from stored examples is the DESIGN encoding, pixel for
     pixel and channel for channel. The generated layout alone cannot see a channel permutation (every channel
     is 0 on the background, so each one carries the silhouette); this check does."""
     from data_prep import dataset
     from personacraft_jax.data import loader
 
-    inputs = loader.TrainingInputs(loader.InputOptions(control_nets=("scnet",), latent_factor=4))
+    inputs = loader.TrainingInputs(loader.InputOptions(control_nets=("scnet",), latent_factor=latent_factor))
     stored = dataset.open_split(data_dir)
     for i in range(4):
         element = stored[i]
@@ -75,7 +75,7 @@ def test_scnet_makes_the_generator_follow_the_geometry(tmp_path):
     training.run_training(training.train_config(cfg, "scnet", base.sdxl, base.data), run, "scnet")
     training.export_run(run, out / "export")
 
-    _assert_training_inputs_follow_design(base.data)
+    _assert_training_inputs_follow_design(base.data, cfg.latent_factor)
 
     train, heldout = world.read_scenes(base.data), world.read_scenes(base.heldout)
     reader, validation, _ = evaluation.train_and_validate_reader(

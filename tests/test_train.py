@@ -535,6 +535,9 @@ class _ScalarSink:
     def write_scalars(self, step, scalars):
         self.scalars.append(dict(scalars))
 
+    def flush(self):
+        pass
+
 
 def test_metrics_are_read_one_step_behind(tmp_path, monkeypatch):
     """The host queues step n + 1 before it waits for step n's metrics (no per-step device sync), except at
@@ -593,6 +596,9 @@ class _ImageSink:
         self.images = {}
 
     def write_scalars(self, step, scalars):
+        pass
+
+    def flush(self):
         pass
 
     def write_images(self, step, images):

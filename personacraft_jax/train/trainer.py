@@ -414,7 +414,8 @@ class Trainer:
                 if due_sample:
                     self.write_validation_samples(step, writer)
                 if due_save or stopping:
-                    _flush(writer)  # every checkpointed step's metrics are on disk before its checkpoint
+                    if writer is not None:  # every checkpointed step's metrics are on disk before its checkpoint
+                        writer.flush()
                     self.save()
                 if due_sample or due_save or stopping:
                     last_done = time.perf_counter()  # the next step's time excludes sampling and saving
@@ -513,13 +514,6 @@ def _validation_sampler(config: Any, modules: Mapping[str, Any]) -> Any:
     sample_cfg.model.variant = config.model.get("variant")
     given = {name: module for name, module in modules.items() if name in ("unet", "scnet", "oben")}
     return ValidationSampler(sample_cfg, os.path.expanduser(config.log.sample_scene), **given)
-
-
-def _flush(writer: Any) -> None:
-    """Flushes `writer` to disk; writers without a `flush` (in-memory test sinks) have nothing to flush."""
-    flush = getattr(writer, "flush", None)
-    if flush is not None:
-        flush()
 
 
 def _gather_strings(local: str) -> list[str]:
