@@ -73,14 +73,16 @@ def test_two_process_resume_equals_the_straight_run(tmp_path):
 
 
 def test_sigterm_to_one_process_stops_every_process_at_one_step(tmp_path):
-    """Process 1 alone gets SIGTERM after step 2 (of 8): JAX's preemption service tells process 0, both
-    stop and save at the same step before the end, and both exit cleanly. Then a resumed pair whose
+    """Process 1 alone gets SIGTERM once step 2's metrics are read (of 8): JAX's preemption service tells
+    process 0, both stop and save at the same step before the end (step 2 itself when the notice spreads
+    before process 0 asks at step 2, which a loaded machine makes likely; later otherwise), and both exit
+    cleanly. Then a resumed pair whose
     notice comes after the restore but before the first step stops after that step (the sync point is
     counted from the start of the process, not from the resumed step)."""
     results = _two_processes(tmp_path, "sigterm")
     assert results[0] == results[1], results  # the same global losses, stopped at the same step
     step = results[0]["step"]
-    assert 2 < step < 8 and len(results[0]["losses"]) == step
+    assert 2 <= step < 8 and len(results[0]["losses"]) == step
     assert _saved_steps(tmp_path / "preempted")[-1] == step
 
     resumed = _two_processes(tmp_path, "sigterm_at_start")
