@@ -63,6 +63,16 @@ def test_training_reduces_the_reconstruction_error(trained):
     assert all(np.isfinite(r["loss"]) for r in history)
 
 
+def test_reconstructions_keep_the_colours(trained):
+    """Each rectangle's colour comes back: the chroma (per-pixel deviation from the channel mean) of the
+    reconstructions is most of the images' (a VAE that only learned brightness gives grey images)."""
+    vae, _, images = trained
+    x = ae.to_model_range(images)
+    r = np.asarray(vae(x))
+    chroma = lambda a: np.std(a - a.mean(-1, keepdims=True))
+    assert chroma(r) > 0.5 * chroma(x), (chroma(r), chroma(x))
+
+
 def test_scaling_factor_gives_unit_variance_latents_in_diffusers(trained, tmp_path):
     from diffusers import AutoencoderKL as TorchVAE
 

@@ -88,3 +88,25 @@ def test_reader_learns_to_read_unseen_shapes():
     assert history[-1]["loss"] < history[0]["loss"]
     with pytest.raises(ValueError, match="multiple of 4"):
         reader_lib.read(reader, test_images[:, :14, :14])
+
+
+def test_first_rendition_fraction_sets_the_share_of_photos_in_the_batches():
+    """With two renditions, `first_rendition_fraction` is the share of training examples drawn from the first
+    one: a reader trained on photos (ellipses) and a blank second rendition at fraction 0.9 reads the photos far
+    better than one trained at 0.1. Out-of-range fractions are refused."""
+    images, fg, edges = _shapes(128, 0)
+    blank = np.full_like(images, 128)
+    test_images, test_fg, _ = _shapes(32, 1)
+
+    def iou_at(fraction: float) -> float:
+        settings = reader_lib.ReaderTraining(widths=(8, 8, 8), steps=60, batch_size=32, learning_rate=5e-3,
+                                             first_rendition_fraction=fraction)  # fmt: skip
+        reader, _ = reader_lib.train_reader((images, blank), fg, edges, settings)
+        return float(np.mean([masks.iou(p, t) for p, t in zip(reader_lib.read(reader, test_images)[0], test_fg)]))
+
+    assert iou_at(0.9) > iou_at(0.1) + 0.1
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="first_rendition_fraction"):
+            reader_lib.train_reader(
+                (images, blank), fg, edges, reader_lib.ReaderTraining(steps=1, first_rendition_fraction=bad)
+            )

@@ -53,8 +53,14 @@ def base_settings(cfg: ml_collections.ConfigDict) -> dict:
 def train_vae(
     cfg: ml_collections.ConfigDict, skeleton: pathlib.Path, images, log: Callable[[str], None]
 ) -> tuple[object, list[dict[str, float]]]:
-    """The skeleton's random VAE trained on `images` (N, H, W, 3) uint8, with its scaling factor set."""
-    from personacraft_jax.convert.pretrained import load_pretrained
+    """A VAE of the skeleton's architecture trained on `images` (N, H, W, 3) uint8, with its scaling factor set.
+
+    It starts from Flax's default initialisers (LeCun-normal kernels, zero biases), seeded, not from the
+    folder's random weights: from PyTorch's default init (what diffusers writes) this small VAE trains to grey
+    reconstructions within the demo's steps (measured: chroma std 0.03 of the photos' 0.15 after 300 steps,
+    against 0.12 from Flax's init)."""
+    from flax import nnx
+
     from personacraft_jax.models.vae import AutoencoderKL
     from personacraft_jax.progress import progress_bar
     from personacraft_jax.train import autoencoder
@@ -64,7 +70,8 @@ def train_vae(
         steps=v.steps, batch_size=cfg.batch_size, learning_rate=v.learning_rate, warmup_steps=v.warmup_steps,
         kl_weight=v.kl_weight, crop_size=v.crop_size, seed=cfg.seed,
     )  # fmt: skip
-    vae = load_pretrained(AutoencoderKL, skeleton / "vae")
+    config = AutoencoderKL.config_from_pretrained(json.loads((skeleton / "vae" / "config.json").read_text()))
+    vae = AutoencoderKL(config, rngs=nnx.Rngs(cfg.seed))
     bar = progress_bar(v.steps, "[demo] VAE", unit="step")
 
     def on_step(step: int, record: dict) -> None:

@@ -79,8 +79,9 @@ def train_and_validate_reader(
 
     r = cfg.reader
     settings = reader_lib.ReaderTraining(
-        steps=r.steps, batch_size=r.batch_size, learning_rate=r.learning_rate, seed=cfg.seed
-    )
+        steps=r.steps, batch_size=r.batch_size, learning_rate=r.learning_rate, min_saturation=r.min_saturation,
+        first_rendition_fraction=r.photo_fraction, seed=cfg.seed,
+    )  # fmt: skip
     bar = progress_bar(r.steps, "[demo] person reader", unit="step")
     try:
         reader, history = reader_lib.train_reader(

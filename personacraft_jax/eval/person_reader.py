@@ -33,6 +33,8 @@ class ReaderTraining:
     batch_size: int = 32
     learning_rate: float = 2e-3
     edge_weight: float = 3.0
+    min_saturation: float = 0.0  # each training image's colours are scaled by a saturation in [this, 1]
+    first_rendition_fraction: float | None = None  # share of examples from `images[0]` (None: all equally)
     seed: int = 0
 
 
@@ -111,13 +113,16 @@ def train_reader(
     """Trains a reader on (N, H, W, 3) uint8 `images` with their (N, H, W) boolean `foreground` and `edges`.
 
     `images` may be a tuple of aligned renditions of the same N photos (e.g. the photos and their VAE
-    reconstructions): each training example then picks one at random, so the reader also reads the blur and
-    colour shifts of decoded images. Batches are random with horizontal flips and a random desaturation per
-    image (a generated image's colours may be washed out; its people must still be read), seeded."""
+    reconstructions): each training example then picks one at random (the first with probability
+    `settings.first_rendition_fraction`, if set), so the reader also reads the blur and colour shifts of
+    decoded images. Batches are random with horizontal flips and a random desaturation per image (saturation
+    in [`settings.min_saturation`, 1]: a generated image's colours may be washed out; its people must still be
+    read), seeded."""
     renditions = images if isinstance(images, tuple) else (images,)
     n = len(foreground)
     if any(r.shape[:3] != foreground.shape for r in renditions) or edges.shape != foreground.shape:
         raise ValueError("train_reader: images, foreground and edges must be aligned (N, H, W)")
+    probabilities = _rendition_probabilities(len(renditions), settings.first_rendition_fraction)
     model = PersonReader(settings.widths, rngs=nnx.Rngs(settings.seed))
     graphdef, params = nnx.split(model, nnx.Param)
     optimizer = optax.adam(optax.cosine_decay_schedule(settings.learning_rate, settings.steps, alpha=0.05))
@@ -137,10 +142,11 @@ def train_reader(
     history: list[dict[str, float]] = []
     for i in range(settings.steps):
         index = rng.integers(0, n, settings.batch_size)
-        which = rng.integers(0, len(renditions), settings.batch_size)
+        which = rng.choice(len(renditions), settings.batch_size, p=probabilities)
         flip = (rng.random(settings.batch_size) < 0.5)[:, None, None]
         x, fg, edge = stack[which, index], foreground[index], edges[index]
-        x = _desaturate(np.where(flip[..., None], x[:, :, ::-1], x), rng.random(settings.batch_size))
+        saturation = settings.min_saturation + (1.0 - settings.min_saturation) * rng.random(settings.batch_size)
+        x = _desaturate(np.where(flip[..., None], x[:, :, ::-1], x), saturation)
         fg, edge = np.where(flip, fg[:, :, ::-1], fg), np.where(flip, edge[:, :, ::-1], edge)
         params, opt_state, loss = step(params, opt_state, _to_input(x), fg.astype(np.float32), edge.astype(np.float32))
         if (i + 1) % 25 == 0 or i + 1 == settings.steps:
@@ -148,6 +154,15 @@ def train_reader(
             if on_step is not None:
                 on_step(i + 1, float(loss))
     return nnx.merge(graphdef, params), history
+
+
+def _rendition_probabilities(count: int, first_fraction: float | None) -> np.ndarray:
+    """Sampling probabilities of `count` renditions: `first_fraction` for the first, the rest shared equally."""
+    if first_fraction is None or count == 1:
+        return np.full(count, 1.0 / count)
+    if not 0.0 < first_fraction < 1.0:
+        raise ValueError(f"reader first_rendition_fraction={first_fraction}; expected a value in (0, 1)")
+    return np.array([first_fraction] + [(1.0 - first_fraction) / (count - 1)] * (count - 1))
 
 
 def read(reader: PersonReader, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
