@@ -107,6 +107,6 @@ def test_first_rendition_fraction_sets_the_share_of_photos_in_the_batches():
     assert iou_at(0.9) > iou_at(0.1) + 0.1
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="first_rendition_fraction"):
-            reader_lib.train_reader(
-                (images, blank), fg, edges, reader_lib.ReaderTraining(steps=1, first_rendition_fraction=bad)
-            )
+            reader_lib.ReaderTraining(steps=1, first_rendition_fraction=bad)
+    with pytest.raises(ValueError, match="min_saturation"):
+        reader_lib.ReaderTraining(min_saturation=1.5)

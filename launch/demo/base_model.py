@@ -61,6 +61,7 @@ def train_vae(
     against 0.12 from Flax's init)."""
     from flax import nnx
 
+    from personacraft_jax.convert.folders import read_config
     from personacraft_jax.models.vae import AutoencoderKL
     from personacraft_jax.progress import progress_bar
     from personacraft_jax.train import autoencoder
@@ -70,7 +71,7 @@ def train_vae(
         steps=v.steps, batch_size=cfg.batch_size, learning_rate=v.learning_rate, warmup_steps=v.warmup_steps,
         kl_weight=v.kl_weight, crop_size=v.crop_size, seed=cfg.seed,
     )  # fmt: skip
-    config = AutoencoderKL.config_from_pretrained(json.loads((skeleton / "vae" / "config.json").read_text()))
+    config = AutoencoderKL.config_from_pretrained(read_config(skeleton / "vae"))
     vae = AutoencoderKL(config, rngs=nnx.Rngs(cfg.seed))
     bar = progress_bar(v.steps, "[demo] VAE", unit="step")
 

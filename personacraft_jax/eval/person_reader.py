@@ -37,6 +37,14 @@ class ReaderTraining:
     first_rendition_fraction: float | None = None  # share of examples from `images[0]` (None: all equally)
     seed: int = 0
 
+    def __post_init__(self):
+        if not 0.0 <= self.min_saturation <= 1.0:
+            raise ValueError(f"reader min_saturation={self.min_saturation}; expected a value in [0, 1]")
+        if self.first_rendition_fraction is not None and not 0.0 < self.first_rendition_fraction < 1.0:
+            raise ValueError(
+                f"reader first_rendition_fraction={self.first_rendition_fraction}; expected a value in (0, 1)"
+            )
+
 
 class _ConvBlock(nnx.Module):
     def __init__(self, cin: int, cout: int, *, stride: int = 1, rngs: nnx.Rngs):
@@ -160,8 +168,6 @@ def _rendition_probabilities(count: int, first_fraction: float | None) -> np.nda
     """Sampling probabilities of `count` renditions: `first_fraction` for the first, the rest shared equally."""
     if first_fraction is None or count == 1:
         return np.full(count, 1.0 / count)
-    if not 0.0 < first_fraction < 1.0:
-        raise ValueError(f"reader first_rendition_fraction={first_fraction}; expected a value in (0, 1)")
     return np.array([first_fraction] + [(1.0 - first_fraction) / (count - 1)] * (count - 1))
 
 
